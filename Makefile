@@ -1,0 +1,25 @@
+# The two commands of the quick start: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test install install-test
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+install: $(VENV)/bin/activate
+	$(PY) -m pip install --quiet -r requirements.txt
+
+install-test: $(VENV)/bin/activate
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	./scripts/install-browser
+
+## Install everything and run the whole product on http://127.0.0.1:5001
+run: install
+	$(PY) app.py
+
+## Install the test dependencies and run the whole test suite
+test: install-test
+	$(PY) -m pytest $(PYTEST_ARGS)

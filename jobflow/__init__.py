@@ -1,0 +1,103 @@
+"""JobFlow Similar: embeddings and similar jobs for a job board."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from dotenv import load_dotenv
+from flask import Flask
+
+from .config import load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the web application: settings, extensions, database, blueprints, commands."""
+    test_config = dict(test_config or {})
+    instance_path = test_config.pop("INSTANCE_PATH", None) or os.environ.get("JOBFLOW_INSTANCE_PATH") \
+        or str(PROJECT_ROOT / "instance")
+    app = Flask(__name__, instance_path=instance_path,
+                template_folder=str(PROJECT_ROOT / "templates"), static_folder=str(PROJECT_ROOT / "static"))
+    if not test_config.get("TESTING"):
+        load_dotenv(PROJECT_ROOT / ".env", override=False)
+    settings = load_settings(overrides={k: v for k, v in test_config.items()})
+    app.config.update(settings)
+    app.config.update({k: v for k, v in test_config.items() if k not in settings})
+    _configure_web(app)
+    _register_extensions(app)
+    _connect_database(app)
+    _register_blueprints(app)
+    _register_commands(app)
+    return app
+
+
+def _instance_secret(app: Flask, name: str, filename: str) -> None:
+    """Use the configured secret, or one generated once and kept in the instance folder."""
+    if app.config.get(name):
+        return
+    path = Path(app.instance_path) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    app.config[name] = path.read_text().strip()
+
+
+def _configure_web(app: Flask) -> None:
+    _instance_secret(app, "SECRET_KEY", "secret_key")
+    _instance_secret(app, "ADMIN_API_TOKEN", "api_token")
+    app.config["MAX_CONTENT_LENGTH"] = app.config["API_MAX_BODY_BYTES"]
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config.setdefault("REMEMBER_COOKIE_HTTPONLY", True)
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    app.json.sort_keys = False
+
+
+def _register_extensions(app: Flask) -> None:
+    from .extensions import csrf, limiter, login_manager, mail
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    from . import auth  # noqa: F401  (registers the user loader)
+    mail.init_app(app)
+
+
+def _connect_database(app: Flask) -> None:
+    from .db import connect, database_uri
+    from .models import ensure_indexes
+    app.config["DATABASE_URI"] = database_uri(app.config, app.instance_path)
+    connect(app.config["DATABASE_URI"])
+    ensure_indexes()
+
+
+def _register_blueprints(app: Flask) -> None:
+    from .api import bp as api_bp
+    from .api.errors import APIError, handle_api_error, handle_http, handle_not_found, handle_validation
+    from .extensions import csrf
+    from .jobs import JobNotFound, ValidationError
+    from .web import bp as web_bp
+    from werkzeug.exceptions import HTTPException
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(web_bp)
+    csrf.exempt(api_bp)  # the API authenticates with a Bearer token, not a cookie
+    app.register_error_handler(APIError, handle_api_error)
+    app.register_error_handler(ValidationError, handle_validation)
+    app.register_error_handler(JobNotFound, handle_not_found)
+
+    from flask import request
+
+    def http_error(exc: HTTPException):
+        if request.path.startswith("/api/"):
+            return handle_http(exc)
+        return exc
+    app.register_error_handler(HTTPException, http_error)
+
+
+def _register_commands(app: Flask) -> None:
+    from .cli import register
+    register(app)

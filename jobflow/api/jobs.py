@@ -1,0 +1,94 @@
+"""Jobs CRUD: ``/api/jobs``."""
+from flask import jsonify, request, url_for
+
+from .. import jobs as job_service
+from . import bp
+from .auth import token_required
+from .errors import APIError
+
+
+def _json_body():
+    if not request.is_json:
+        raise APIError(415, "unsupported_media_type", "Send the body as application/json.")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise APIError(400, "invalid_json", "The request body is not valid JSON.")
+    return data
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise APIError(400, "invalid_input", f"{name} must be a whole number.", {name: "expected a whole number"})
+    if not low <= value <= high:
+        raise APIError(400, "invalid_input", f"{name} must be between {low} and {high}.",
+                       {name: f"expected {low} to {high}"})
+    return value
+
+
+@bp.get("/jobs")
+def list_jobs():
+    """Jobs newest first; filters status, category, q; keyset pagination with ``after``."""
+    limit = _int_arg("limit", 20, 1, 100)
+    after = request.args.get("after") or None
+    if after:
+        try:
+            job_service.parse_id(after)
+        except job_service.JobNotFound:
+            raise APIError(400, "invalid_input", "after must be a job id.", {"after": "expected a job id"})
+    q = request.args.get("q") or None
+    if q and len(q) > 200:
+        raise APIError(400, "invalid_input", "q is too long.", {"q": "longer than 200 characters"})
+    jobs, total, next_after = job_service.list_jobs(
+        status=request.args.get("status") or None, category=request.args.get("category") or None,
+        q=q, limit=limit, after=after)
+    body = {"jobs": [job_service.job_json(j, detail=False) for j in jobs], "count": len(jobs), "total": total,
+            "next": url_for("api.list_jobs", **{**request.args.to_dict(), "after": next_after}) if next_after else None}
+    return jsonify(body)
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id):
+    """One job."""
+    return jsonify(job_service.job_json(job_service.get_job(job_id)))
+
+
+@bp.post("/jobs")
+@token_required
+def create_job():
+    """Create a job; its embedding is queued."""
+    job = job_service.create_job(job_service.validate(_json_body()))
+    response = jsonify(job_service.job_json(job))
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_job", job_id=str(job.id))
+    return response
+
+
+@bp.put("/jobs/<job_id>")
+@token_required
+def replace_job(job_id):
+    """Replace a job's fields."""
+    job_service.get_job(job_id)
+    fields = job_service.validate(_json_body())
+    return jsonify(job_service.job_json(job_service.update_job(job_id, fields, replace=True)))
+
+
+@bp.patch("/jobs/<job_id>")
+@token_required
+def patch_job(job_id):
+    """Change some of a job's fields."""
+    job_service.get_job(job_id)
+    fields = job_service.validate(_json_body(), partial=True)
+    return jsonify(job_service.job_json(job_service.update_job(job_id, fields)))
+
+
+@bp.delete("/jobs/<job_id>")
+@token_required
+def delete_job(job_id):
+    """Delete a job."""
+    job_service.delete_job(job_id)
+    return "", 204

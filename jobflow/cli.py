@@ -1,0 +1,114 @@
+"""The ``flask --app app`` commands."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from flask import Flask
+from flask.cli import with_appcontext
+
+
+def register(app: Flask) -> None:
+    """Attach every command to the app."""
+    for command in (import_jobs_command, load_demo_command, worker_command, recompute_all_command,
+                    retry_failed_command, clear_old_queue_command, env_example_command):
+        app.cli.add_command(command)
+
+
+@click.command("import-jobs")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def import_jobs_command(path: Path):
+    """Import job postings from a CSV or JSON-lines file and queue their embeddings."""
+    from .importer import ImportFileError, count_rows, import_jobs
+    if not path.exists():
+        raise click.BadParameter(f"no such file: {path}", param_hint="PATH")
+    try:
+        total = count_rows(path)
+        with click.progressbar(length=total, label=f"Importing {path.name}", file=click.get_text_stream("stderr"),
+                               show_pos=True) as bar:
+            report = import_jobs(path, progress=bar.update)
+    except (ImportFileError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from None
+    _print_report(report)
+
+
+def _print_report(report) -> None:
+    click.echo(f"imported: {report.imported}  skipped: {report.skipped}  invalid: {report.invalid}  "
+               f"queued for embedding: {report.queued}")
+    if report.adjusted:
+        click.echo(f"  {report.adjusted} titles were missing or overlong and were taken from the posting's first line")
+    shown = report.reasons[:20]
+    for reason in shown:
+        click.echo(f"  {reason}")
+    if len(report.reasons) > len(shown):
+        click.echo(f"  ... and {len(report.reasons) - len(shown)} more")
+
+
+@click.command("load-demo")
+def load_demo_command():
+    """Import the bundled demo postings (skips those already imported)."""
+    from .importer import load_demo_data
+    _print_report(load_demo_data())
+
+
+@click.command("worker")
+@with_appcontext
+def worker_command():
+    """Run the embedding worker in this process until SIGTERM or Ctrl+C (production layout)."""
+    from flask import current_app
+    from .logs import setup_logging
+    from .worker import run_worker_process
+    setup_logging(current_app.config)
+    raise SystemExit(run_worker_process(current_app))
+
+
+@click.command("recompute-all")
+@with_appcontext
+def recompute_all_command():
+    """Recompute every similar-jobs list now, in this process, with progress."""
+    from flask import current_app
+    from .embeddings import min_score, provider_model
+    from .similarity.lists import SimilarLists
+    settings = current_app.config
+    lists = SimilarLists(None, settings["SIMILARITY_TOP_N"], min_score(settings), provider_model(settings),
+                         settings["EMBEDDING_BATCH_SIZE"])
+    click.echo(f"loading embeddings of model {lists.model}...")
+    loaded = lists.load()
+    if not loaded:
+        click.echo("no embedded active jobs: nothing to recompute")
+        return
+    with click.progressbar(length=loaded, label="Recomputing lists", file=click.get_text_stream("stderr"),
+                           show_pos=True) as bar:
+        state = {"done": 0}
+
+        def progress(done, total):
+            bar.update(done - state["done"])
+            state["done"] = done
+        count = lists.recompute_all(progress)
+    click.echo(f"recomputed {count} lists (top {lists.top_n}, minimum score {lists.min_score})")
+
+
+@click.command("retry-failed")
+@with_appcontext
+def retry_failed_command():
+    """Put every failed queue item back to pending with fresh attempts."""
+    from . import queue
+    click.echo(f"{queue.retry_failed()} failed items are pending again")
+
+
+@click.command("clear-old-queue")
+@click.option("--days", type=click.IntRange(min=0), default=None, help="age in days (default QUEUE_CLEANUP_DAYS)")
+@with_appcontext
+def clear_old_queue_command(days):
+    """Delete finished queue items older than QUEUE_CLEANUP_DAYS."""
+    from flask import current_app
+    from . import queue
+    days = current_app.config["QUEUE_CLEANUP_DAYS"] if days is None else days
+    click.echo(f"deleted {queue.clear_old(days)} finished items older than {days} days")
+
+
+@click.command("env-example")
+def env_example_command():
+    """Print .env.example: every setting with its default and a comment."""
+    from .config import env_example
+    click.echo(env_example(), nl=False)

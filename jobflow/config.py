@@ -1,0 +1,250 @@
+"""Every setting of JobFlow Similar, parsed and validated once at start-up.
+
+The table below is the single source of truth: it feeds ``load_settings``,
+the settings page (secrets masked) and ``.env.example``. Durations keep the
+seed's units (milliseconds) and names so an existing ``.env`` works as is.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names it."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and {maximum}" if maximum is not None else ""
+            raise ValueError(f"expected a whole number between {minimum}{upper}" if upper
+                             else f"expected a whole number of at least {minimum}")
+        return value
+    return parse
+
+
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a fraction between 0 and 1, such as 0.85") from None
+    if not 0 < value <= 1:
+        raise ValueError("expected a fraction between 0 and 1, such as 0.85")
+    return value
+
+
+def _score(raw: str) -> float | None:
+    if not raw.strip():
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a cosine score between -1 and 1, such as 0.7") from None
+    if not -1 <= value <= 1:
+        raise ValueError("expected a cosine score between -1 and 1, such as 0.7")
+    return value
+
+
+def _ms_list(raw: str) -> list[int]:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("expected comma-separated milliseconds, such as 60000,300000,900000")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError("expected comma-separated milliseconds, such as 60000,300000,900000") from None
+    if any(v < 0 for v in values):
+        raise ValueError("expected non-negative milliseconds")
+    return values
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError("expected one of " + ", ".join(options))
+        return value
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _email(raw: str) -> str:
+    value = raw.strip()
+    if value and not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
+        raise ValueError("expected an email address")
+    return value
+
+
+def _emails(raw: str) -> list[str]:
+    return [_email(p) for p in raw.split(",") if p.strip()]
+
+
+def _origins(raw: str) -> list[str]:
+    return [p.strip().rstrip("/") for p in raw.split(",") if p.strip()]
+
+
+def _mongodb_uri(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("mongodb://", "mongodb+srv://")):
+        raise ValueError("expected a mongodb:// or mongodb+srv:// URI")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+    group: str = "General"
+
+
+SETTINGS: list[Setting] = [
+    # Embedding provider
+    Setting("EMBEDDING_PROVIDER", "", _choice("", "openai", "local"),
+            "openai or local; empty = openai when OPENAI_API_KEY is set, else the bundled local model", group="Embeddings"),
+    Setting("OPENAI_API_KEY", "", _text, "OpenAI (or compatible) API key", secret=True, group="Embeddings"),
+    Setting("OPENAI_EMBEDDING_MODEL", "text-embedding-3-small", _text, "embedding model name", group="Embeddings"),
+    Setting("OPENAI_API_TIMEOUT", "30000", _int(100), "provider call timeout, ms", group="Embeddings"),
+    Setting("OPENAI_BASE_URL", "", _text, "base URL of an OpenAI-compatible server; empty = api.openai.com", group="Embeddings"),
+    # Worker
+    Setting("EMBEDDING_WORKER_ENABLED", "true", _bool, "run the embedding worker (python app.py runs it as a thread)", group="Worker"),
+    Setting("EMBEDDING_WORKER_INTERVAL", "5000", _int(100), "queue poll interval when idle, ms", group="Worker"),
+    Setting("EMBEDDING_MAX_CONCURRENT", "3", _int(1, 64), "provider calls in flight at once", group="Worker"),
+    Setting("EMBEDDING_BATCH_SIZE", "500", _int(1, 100000), "rows per block when recomputing similarity", group="Worker"),
+    # Queue
+    Setting("QUEUE_MAX_ATTEMPTS", "3", _int(1, 100), "attempts before an item is failed", group="Queue"),
+    Setting("QUEUE_RETRY_DELAYS", "60000,300000,900000", _ms_list, "wait before each retry, ms", group="Queue"),
+    Setting("QUEUE_STUCK_TIMEOUT", "600000", _int(1000), "an item processing longer than this returns to pending, ms", group="Queue"),
+    Setting("QUEUE_CLEANUP_DAYS", "7", _int(1, 3650), "finished queue items are deleted after this many days", group="Queue"),
+    # Worker health
+    Setting("WORKER_HEARTBEAT_INTERVAL", "60000", _int(100), "worker heartbeat period, ms", group="Worker health"),
+    Setting("WORKER_DEAD_THRESHOLD", "180000", _int(100), "a worker without heartbeat this long is dead, ms", group="Worker health"),
+    Setting("WORKER_GRACEFUL_SHUTDOWN_TIMEOUT", "30000", _int(0), "time to finish in-flight work on SIGTERM, ms", group="Worker health"),
+    Setting("WORKER_MEMORY_THRESHOLD", "0.85", _fraction, "pause claiming above this share of available memory", group="Worker health"),
+    Setting("WORKER_PAUSE_ON_HIGH_MEMORY", "true", _bool, "enable the memory pause", group="Worker health"),
+    # Similarity
+    Setting("SIMILARITY_TOP_N", "10", _int(1, 200), "similar jobs kept per job", group="Similarity"),
+    Setting("SIMILARITY_MIN_SCORE", "", _score, "minimum cosine score; empty = the provider's calibrated default", group="Similarity"),
+    Setting("SIMILARITY_RECOMPUTE_INTERVAL", "604800000", _int(60000), "full recompute period, ms", group="Similarity"),
+    # Debugging
+    Setting("DEBUG_EMBEDDINGS", "true", _bool, "debug logs of the embedding provider", group="Debugging"),
+    Setting("DEBUG_WORKER", "true", _bool, "debug logs of the worker", group="Debugging"),
+    Setting("DEBUG_QUEUE", "true", _bool, "debug logs of the queue", group="Debugging"),
+    Setting("LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "log level", group="Debugging"),
+    # Alerts and mail
+    Setting("ALERT_EMAIL_ENABLED", "false", _bool, "send alert emails", group="Alerts"),
+    Setting("ALERT_EMAIL_TO", "admin@example.com", _emails, "alert recipients, comma-separated", group="Alerts"),
+    Setting("ALERT_EMAIL_FROM", "noreply@example.com", _email, "alert sender", group="Alerts"),
+    Setting("ALERT_THRESHOLD_FAILURES", "10", _int(1), "alert when failures in the last hour exceed this", group="Alerts"),
+    Setting("ALERT_THRESHOLD_QUEUE_SIZE", "100", _int(1), "alert when pending items exceed this", group="Alerts"),
+    Setting("MAIL_SERVER", "", _text, "SMTP host (EMAIL_HOST is accepted too)", group="Alerts"),
+    Setting("MAIL_PORT", "", _text, "SMTP port (EMAIL_PORT is accepted too); empty = 587", group="Alerts"),
+    Setting("MAIL_USERNAME", "", _text, "SMTP user (EMAIL_USER is accepted too)", group="Alerts"),
+    Setting("MAIL_PASSWORD", "", _text, "SMTP password (EMAIL_PASS is accepted too)", secret=True, group="Alerts"),
+    Setting("MAIL_USE_TLS", "", _text, "STARTTLS; empty = on for port 587", group="Alerts"),
+    # Database and web
+    Setting("MONGODB_URI", "", _mongodb_uri, "MongoDB URI with database name; empty = embedded SecantusDB under instance/", secret=True, group="Web and database"),
+    Setting("PORT", "5001", _int(1, 65535), "HTTP port", group="Web and database"),
+    Setting("SECRET_KEY", "", _text, "session signing key; empty = generated once and kept in instance/secret_key", secret=True, group="Web and database"),
+    Setting("ADMIN_API_TOKEN", "", _text, "Bearer token for job writes and the admin API; empty = generated once and kept in instance/api_token", secret=True, group="Web and database"),
+    Setting("API_MAX_BODY_BYTES", "1048576", _int(1024), "largest accepted request body, bytes", group="Web and database"),
+    Setting("CORS_ORIGINS", "", _origins, "origins allowed to fetch the public JSON API, comma-separated; * = any", group="Web and database"),
+    Setting("DEMO_DATA", "true", _bool, "load the demo postings on first run when the jobs collection is empty", group="Web and database"),
+]
+
+_ALIASES = {"MAIL_SERVER": "EMAIL_HOST", "MAIL_PORT": "EMAIL_PORT",
+            "MAIL_USERNAME": "EMAIL_USER", "MAIL_PASSWORD": "EMAIL_PASS"}
+
+SECRET_NAMES = frozenset(s.name for s in SETTINGS if s.secret)
+
+
+def load_settings(environ: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parse every setting from ``environ`` (default ``os.environ``); raise ConfigError naming the first bad one."""
+    env = dict(os.environ if environ is None else environ)
+    overrides = overrides or {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            values[setting.name] = overrides[setting.name]
+            continue
+        raw = env.get(setting.name)
+        if raw is None and setting.name in _ALIASES:
+            raw = env.get(_ALIASES[setting.name])
+        if raw is None:
+            raw = setting.default
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "(hidden)" if setting.secret else repr(raw)
+            raise ConfigError(f"{setting.name}={shown}: {exc}") from None
+    _derive(values)
+    return values
+
+
+def _derive(values: dict[str, Any]) -> None:
+    if not values["EMBEDDING_PROVIDER"]:
+        values["EMBEDDING_PROVIDER"] = "openai" if values["OPENAI_API_KEY"] else "local"
+    if values["EMBEDDING_PROVIDER"] == "openai" and not values["OPENAI_API_KEY"]:
+        raise ConfigError("OPENAI_API_KEY: required when EMBEDDING_PROVIDER=openai")
+    port = values["MAIL_PORT"]
+    if port in ("", None):
+        values["MAIL_PORT"] = 587
+    else:
+        try:
+            values["MAIL_PORT"] = int(port)
+        except (TypeError, ValueError):
+            raise ConfigError(f"MAIL_PORT={port!r}: expected a port number") from None
+    tls = values["MAIL_USE_TLS"]
+    values["MAIL_USE_TLS"] = (values["MAIL_PORT"] == 587) if tls in ("", None) else _bool(str(tls))
+    values["MAIL_DEFAULT_SENDER"] = values["ALERT_EMAIL_FROM"]
+    if values["WORKER_DEAD_THRESHOLD"] <= values["WORKER_HEARTBEAT_INTERVAL"]:
+        raise ConfigError("WORKER_DEAD_THRESHOLD: must be longer than WORKER_HEARTBEAT_INTERVAL")
+
+
+def masked(values: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(group, name, shown value, help) for every setting, secrets masked."""
+    rows = []
+    for setting in SETTINGS:
+        value = values.get(setting.name)
+        if setting.secret:
+            shown = "(set)" if value else "(not set)"
+        elif isinstance(value, list):
+            shown = ",".join(str(v) for v in value)
+        else:
+            shown = "" if value is None else str(value)
+        rows.append((setting.group, setting.name, shown, setting.help))
+    return rows
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every setting with its default and a one-line comment."""
+    lines = ["# JobFlow Similar settings. Copy to .env; every line is optional.", ""]
+    group = None
+    for setting in SETTINGS:
+        if setting.group != group:
+            group = setting.group
+            lines += ["", f"# --- {group} ---"] if len(lines) > 2 else [f"# --- {group} ---"]
+        lines.append(f"# {setting.help}")
+        lines.append(f"{setting.name}={setting.default}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,47 @@
+"""Embedding providers: a small base class, a registry and a getter."""
+from __future__ import annotations
+
+from .base import (BadInput, ConfigurationError, EmbeddingBatch, EmbeddingProvider, InvalidVector, ProviderError,
+                   RateLimited, check_vector)
+
+
+def _openai(settings: dict) -> EmbeddingProvider:
+    from .openai_provider import OpenAIProvider
+    return OpenAIProvider(api_key=settings["OPENAI_API_KEY"], model=settings["OPENAI_EMBEDDING_MODEL"],
+                          timeout_ms=settings["OPENAI_API_TIMEOUT"], base_url=settings.get("OPENAI_BASE_URL", ""))
+
+
+def _local(settings: dict) -> EmbeddingProvider:
+    from .local import LocalProvider
+    return LocalProvider()
+
+
+PROVIDERS = {"openai": _openai, "local": _local}
+
+
+def get_provider(settings: dict) -> EmbeddingProvider:
+    """The provider named by EMBEDDING_PROVIDER."""
+    return PROVIDERS[settings["EMBEDDING_PROVIDER"]](settings)
+
+
+def provider_model(settings: dict) -> str:
+    """The model name the configured provider writes on embeddings (no provider is built)."""
+    if settings["EMBEDDING_PROVIDER"] == "local":
+        from .local import LocalProvider
+        return LocalProvider.model
+    return settings["OPENAI_EMBEDDING_MODEL"]
+
+
+def min_score(settings: dict) -> float:
+    """SIMILARITY_MIN_SCORE, or the configured provider's calibrated default."""
+    if settings.get("SIMILARITY_MIN_SCORE") is not None:
+        return settings["SIMILARITY_MIN_SCORE"]
+    if settings["EMBEDDING_PROVIDER"] == "local":
+        from .local import LocalProvider
+        return LocalProvider.default_min_score
+    from .openai_provider import OpenAIProvider
+    return OpenAIProvider.default_min_score
+
+
+__all__ = ["BadInput", "ConfigurationError", "EmbeddingBatch", "EmbeddingProvider", "InvalidVector",
+           "ProviderError", "RateLimited", "check_vector", "get_provider", "provider_model", "min_score", "PROVIDERS"]

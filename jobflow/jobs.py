@@ -1,0 +1,197 @@
+"""Job postings: validation, create, update, close and delete, with the queue kept in step.
+
+Creating a job, or changing the text its embedding is made from, queues one
+``generate_embedding`` task; other changes queue nothing. Closing or deleting
+a job takes it out of the queue and out of every similar-jobs list.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from . import queue
+from .embeddings.text import job_text, text_hash
+from .models import Job
+from .models.job import JOB_STATUSES
+from .timeutil import iso, utcnow
+
+FIELD_LIMITS = {
+    "title": 300,
+    "description": 50000,
+    "company": 200,
+    "location": 200,
+    "category": 100,
+    "employmentType": 50,
+    "salaryRange": 100,
+    "language": 20,
+    "externalId": 200,
+}
+REQUIRED_FIELDS = ("title", "description")
+WRITABLE_FIELDS = tuple(FIELD_LIMITS) + ("status",)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class ValidationError(ValueError):
+    """Input that cannot be stored; ``fields`` maps each bad field to why."""
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__("invalid job: " + "; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+class JobNotFound(LookupError):
+    """No job has that id."""
+
+
+def parse_id(value: str) -> ObjectId:
+    """An ObjectId from a path segment; JobNotFound when malformed."""
+    try:
+        return ObjectId(str(value))
+    except (InvalidId, TypeError):
+        raise JobNotFound(value) from None
+
+
+def validate(data: Any, partial: bool = False) -> dict[str, Any]:
+    """Clean job fields from a JSON body; raise ValidationError naming every bad field."""
+    if not isinstance(data, dict):
+        raise ValidationError({"body": "expected a JSON object"})
+    errors: dict[str, str] = {}
+    clean: dict[str, Any] = {}
+    for name in data:
+        if name not in WRITABLE_FIELDS:
+            errors[name] = "unknown field; allowed: " + ", ".join(WRITABLE_FIELDS)
+    for name in WRITABLE_FIELDS:
+        if name not in data:
+            if not partial and name in REQUIRED_FIELDS:
+                errors[name] = "required"
+            continue
+        value = data[name]
+        if value is None and name not in REQUIRED_FIELDS and name != "status":
+            clean[name] = None
+            continue
+        if not isinstance(value, str):
+            errors[name] = "expected a string"
+            continue
+        value = _CONTROL.sub("", value).strip()
+        if name == "status":
+            if value not in JOB_STATUSES:
+                errors[name] = "expected one of " + ", ".join(JOB_STATUSES)
+                continue
+        elif len(value) > FIELD_LIMITS[name]:
+            errors[name] = f"longer than {FIELD_LIMITS[name]} characters"
+            continue
+        if name in REQUIRED_FIELDS and not value:
+            errors[name] = "must not be empty"
+            continue
+        clean[name] = value
+    if errors:
+        raise ValidationError(errors)
+    return clean
+
+
+def get_job(job_id) -> Job:
+    """The job with that id; JobNotFound otherwise."""
+    job = Job.objects(id=parse_id(job_id)).first()
+    if job is None:
+        raise JobNotFound(str(job_id))
+    return job
+
+
+def create_job(fields: dict[str, Any], source: str = "api") -> Job:
+    """Store a new job and queue its embedding when it is active."""
+    now = utcnow()
+    job = Job(**fields)
+    job.status = fields.get("status") or "active"
+    job.createdAt = job.updatedAt = now
+    job.save()
+    if job.status == "active":
+        queue.enqueue(job.id, priority=queue.PRIORITY_LIVE, source=source)
+    return job
+
+
+def update_job(job_id, fields: dict[str, Any], replace: bool = False) -> Job:
+    """Change a job (PATCH, or PUT with ``replace``); queue re-embedding only when its text changed."""
+    job = get_job(job_id)
+    before_text = text_hash(job_text(job))
+    before_status = job.status
+    if replace:
+        for name in WRITABLE_FIELDS:
+            if name not in fields and name != "status":
+                setattr(job, name, None)
+    for name, value in fields.items():
+        setattr(job, name, value)
+    if not job.status:
+        job.status = "active"
+    job.updatedAt = utcnow()
+    text_changed = text_hash(job_text(job)) != before_text
+    if text_changed:
+        # The old list described the old text: stop serving it until the new one is computed.
+        job.similarJobs = []
+        job.similarityMetadata = {}
+        if job.embedding is not None:
+            job.embedding.status = "pending"
+    job.save()
+    if job.status != "active":
+        if before_status == "active":
+            queue.remove_pending(job.id)
+            leave_lists(job.id)
+    elif text_changed or before_status != "active":
+        queue.enqueue(job.id, priority=queue.PRIORITY_LIVE, source="api")
+    return job
+
+
+def delete_job(job_id) -> None:
+    """Delete a job, its pending queue items, and its place in other jobs' lists."""
+    job = get_job(job_id)
+    queue.remove_pending(job.id)
+    job.delete()
+    leave_lists(job.id)
+
+
+def leave_lists(job_id) -> int:
+    """Take a job out of every similar-jobs list (the worker refills them); how many lists changed."""
+    result = Job._get_collection().update_many(
+        {"similarJobs.jobId": job_id},
+        {"$pull": {"similarJobs": {"jobId": job_id}}, "$set": {"similarityMetadata.refill": True}})
+    return result.modified_count
+
+
+def list_jobs(status: str | None = None, category: str | None = None, q: str | None = None,
+              limit: int = 20, after: str | None = None) -> tuple[list[Job], int, str | None]:
+    """Jobs newest first, filtered; keyset pagination by id. Returns (jobs, total matching, next cursor)."""
+    query: dict[str, Any] = {}
+    if status:
+        query["status"] = status
+    if category:
+        query["category"] = category
+    if q:
+        pattern = re.escape(q.strip())
+        query["$or"] = [{"title": {"$regex": pattern, "$options": "i"}},
+                        {"company": {"$regex": pattern, "$options": "i"}}]
+    total = Job.objects(__raw__=query).count()
+    if after:
+        query["_id"] = {"$lt": parse_id(after)}
+    jobs = list(Job.objects(__raw__=query).exclude("embedding.vector").order_by("-id").limit(limit + 1))
+    next_cursor = str(jobs[limit - 1].id) if len(jobs) > limit else None
+    return jobs[:limit], total, next_cursor
+
+
+def job_json(job: Job, detail: bool = True) -> dict[str, Any]:
+    """The public JSON of a job (never the vector)."""
+    out: dict[str, Any] = {"id": str(job.id)}
+    for name in Job.PUBLIC_FIELDS:
+        value = getattr(job, name, None)
+        if value is not None:
+            out[name] = value
+    out["createdAt"] = iso(job.createdAt)
+    out["updatedAt"] = iso(job.updatedAt)
+    if detail:
+        emb = job.embedding
+        out["embedding"] = None if emb is None else {
+            "status": emb.status, "model": emb.model, "dimensions": emb.dimensions,
+            "tokens": emb.tokens, "generatedAt": iso(emb.generatedAt), "error": emb.error}
+        out["similarJobsCount"] = len(job.similarJobs or [])
+    return out

@@ -1,0 +1,68 @@
+"""A job posting, its embedding and its precomputed similar jobs (collection ``jobs``)."""
+from mongoengine import (DateTimeField, DictField, Document, EmbeddedDocument, EmbeddedDocumentField,
+                         FloatField, IntField, ListField, ObjectIdField, StringField)
+
+from ..timeutil import utcnow
+from .fields import VectorField
+
+JOB_STATUSES = ("active", "closed", "draft", "expired")
+EMBEDDING_STATUSES = ("pending", "processing", "completed", "failed")
+
+
+class Embedding(EmbeddedDocument):
+    """The embedding of a job's text, and how it was made."""
+    meta = {"strict": False}
+
+    status = StringField(choices=EMBEDDING_STATUSES)
+    vector = VectorField()
+    model = StringField()
+    dimensions = IntField()
+    textHash = StringField()
+    tokens = IntField()
+    generatedAt = DateTimeField()
+    error = StringField()
+    retries = IntField(default=0)
+
+
+class SimilarJob(EmbeddedDocument):
+    """One entry of a job's similar-jobs list."""
+    meta = {"strict": False}
+
+    jobId = ObjectIdField(required=True)
+    score = FloatField(required=True)
+
+
+class Job(Document):
+    """A posting of the job board. Fields written by other applications survive a save."""
+    meta = {
+        "collection": "jobs",
+        "strict": False,
+        "indexes": [
+            "status",
+            "category",
+            "-createdAt",
+            "updatedAt",
+            "embedding.status",
+            "similarJobs.jobId",
+            "externalId",
+        ],
+    }
+
+    title = StringField()
+    description = StringField()
+    company = StringField()
+    location = StringField()
+    category = StringField()
+    status = StringField(default="active")
+    employmentType = StringField()
+    salaryRange = StringField()
+    language = StringField()
+    externalId = StringField()
+    createdAt = DateTimeField(default=utcnow)
+    updatedAt = DateTimeField(default=utcnow)
+    embedding = EmbeddedDocumentField(Embedding)
+    similarJobs = ListField(EmbeddedDocumentField(SimilarJob))
+    similarityMetadata = DictField()
+
+    PUBLIC_FIELDS = ("title", "description", "company", "location", "category", "status",
+                     "employmentType", "salaryRange", "language", "externalId")

@@ -1,0 +1,32 @@
+"""An administrator of the dashboard (collection ``adminusers``)."""
+from flask_login import UserMixin
+from mongoengine import DateTimeField, Document, StringField
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ..timeutil import utcnow
+
+ROLES = ("admin", "viewer")
+
+
+class AdminUser(UserMixin, Document):
+    """A person who may look at (viewer) or also act on (admin) the pipeline."""
+    meta = {"collection": "adminusers", "indexes": [{"fields": ["email"], "unique": True}]}
+
+    email = StringField(required=True)
+    passwordHash = StringField(required=True)
+    role = StringField(required=True, default="admin", choices=ROLES)
+    createdAt = DateTimeField(default=utcnow)
+    lastLoginAt = DateTimeField()
+
+    def set_password(self, password: str) -> None:
+        """Store a salted hash of ``password``."""
+        self.passwordHash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        """True when ``password`` matches."""
+        return check_password_hash(self.passwordHash, password)
+
+    @property
+    def can_act(self) -> bool:
+        """Admins may act; viewers may only look."""
+        return self.role == "admin"

@@ -1,0 +1,258 @@
+"""The embedding queue: the only writer of queue state.
+
+Delivery is at least once; the effect is exactly once because every state
+change is a single atomic update guarded by the item's current state and
+owner. Higher ``priority`` is claimed first: live edits before back-fill.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterable
+
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from .models import QueueItem
+from .models.queue_item import FINISHED_STATUSES, QUEUE_STATUSES
+from .timeutil import ms, utcnow
+
+log = logging.getLogger("jobflow.queue")
+
+GENERATE_EMBEDDING = "generate_embedding"
+PRIORITY_LIVE = 10       # a job was created or its text changed
+PRIORITY_BACKFILL = 5    # migration and re-embedding after a model change
+PRIORITY_RECOMPUTE = 1   # bulk re-embedding asked for by an admin
+
+ERROR_HISTORY_KEEP = 20
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """How failures are retried and how long finished items are kept."""
+    max_attempts: int = 3
+    retry_delays_ms: tuple[int, ...] = (60000, 300000, 900000)
+    cleanup_days: int = 7
+    debug: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "QueuePolicy":
+        """The policy of the configured settings."""
+        return cls(max_attempts=settings["QUEUE_MAX_ATTEMPTS"],
+                   retry_delays_ms=tuple(settings["QUEUE_RETRY_DELAYS"]),
+                   cleanup_days=settings["QUEUE_CLEANUP_DAYS"],
+                   debug=settings.get("DEBUG_QUEUE", False))
+
+    def retry_delay(self, attempts: int) -> timedelta:
+        """Wait before the retry that follows attempt number ``attempts`` (1-based)."""
+        delays = self.retry_delays_ms or (0,)
+        return ms(delays[min(max(attempts, 1), len(delays)) - 1])
+
+
+def _coll():
+    return QueueItem._get_collection()
+
+
+def _oid(value) -> ObjectId:
+    return value if isinstance(value, ObjectId) else ObjectId(str(value))
+
+
+def enqueue(job_id, task_type: str = GENERATE_EMBEDDING, priority: int = PRIORITY_LIVE,
+            source: str = "api", migration_id: str | None = None) -> bool:
+    """Queue a task for a job unless one is already pending (then raise its priority); True if queued."""
+    now = utcnow()
+    metadata = {"source": source}
+    if migration_id:
+        metadata["migrationId"] = migration_id
+    try:
+        result = _coll().update_one(
+            {"jobId": _oid(job_id), "taskType": task_type, "status": "pending"},
+            {"$setOnInsert": {"attempts": 0, "nextAttemptAt": now, "createdAt": now, "metadata": metadata,
+                              "errorHistory": []},
+             "$max": {"priority": priority},
+             "$set": {"updatedAt": now}},
+            upsert=True)
+    except DuplicateKeyError:
+        # Another process inserted the pending item between our find and insert.
+        return False
+    created = result.upserted_id is not None
+    if created:
+        log.debug("enqueued %s for job %s (priority %s, source %s)", task_type, job_id, priority, source)
+    return created
+
+
+def enqueue_many(job_ids: Iterable, task_type: str = GENERATE_EMBEDDING, priority: int = PRIORITY_BACKFILL,
+                 source: str = "migration", migration_id: str | None = None) -> int:
+    """Queue many jobs in one bulk write (deduplicated like ``enqueue``); return how many were new."""
+    now = utcnow()
+    metadata = {"source": source}
+    if migration_id:
+        metadata["migrationId"] = migration_id
+    ops = [UpdateOne({"jobId": _oid(job_id), "taskType": task_type, "status": "pending"},
+                     {"$setOnInsert": {"attempts": 0, "nextAttemptAt": now, "createdAt": now,
+                                       "metadata": metadata, "errorHistory": []},
+                      "$max": {"priority": priority}, "$set": {"updatedAt": now}},
+                     upsert=True) for job_id in job_ids]
+    if not ops:
+        return 0
+    try:
+        result = _coll().bulk_write(ops, ordered=False)
+        return result.upserted_count
+    except Exception as exc:  # BulkWriteError: duplicates raced in; the rest were written.
+        details = getattr(exc, "details", None)
+        if details is None:
+            raise
+        return int(details.get("nUpserted", 0))
+
+
+def claim(owner: str, limit: int, task_type: str = GENERATE_EMBEDDING) -> list[dict]:
+    """Atomically take up to ``limit`` due items for ``owner``, best first; each claim spends an attempt."""
+    claimed = []
+    now = utcnow()
+    for _ in range(limit):
+        doc = _coll().find_one_and_update(
+            {"status": "pending", "taskType": task_type, "nextAttemptAt": {"$lte": now}},
+            {"$set": {"status": "processing", "lockedBy": owner, "lockedAt": now, "updatedAt": now},
+             "$inc": {"attempts": 1}},
+            sort=[("priority", -1), ("nextAttemptAt", 1), ("createdAt", 1)],
+            return_document=ReturnDocument.AFTER)
+        if doc is None:
+            break
+        claimed.append(doc)
+    return claimed
+
+
+def _finish_update(status: str, policy: QueuePolicy, now) -> dict:
+    update = {"status": status, "finishedAt": now, "updatedAt": now}
+    if status in ("completed", "skipped"):
+        update["expiresAt"] = now + timedelta(days=policy.cleanup_days)
+    return update
+
+
+def complete(item_ids: Iterable, owner: str, policy: QueuePolicy) -> int:
+    """Mark items held by ``owner`` completed; items no longer ours are left alone."""
+    ids = [_oid(i) for i in item_ids]
+    if not ids:
+        return 0
+    now = utcnow()
+    result = _coll().update_many(
+        {"_id": {"$in": ids}, "status": "processing", "lockedBy": owner},
+        {"$set": _finish_update("completed", policy, now), "$unset": {"lockedBy": "", "lockedAt": ""}})
+    return result.modified_count
+
+
+def skip(item_id, owner: str, reason: str, policy: QueuePolicy) -> bool:
+    """End an item whose job is gone or closed: skipped, not failed."""
+    now = utcnow()
+    update = _finish_update("skipped", policy, now)
+    update["lastError"] = reason
+    result = _coll().update_one({"_id": _oid(item_id), "status": "processing", "lockedBy": owner},
+                                {"$set": update, "$unset": {"lockedBy": "", "lockedAt": ""}})
+    return result.modified_count == 1
+
+
+def fail(item: dict, owner: str, error: str, policy: QueuePolicy, retryable: bool = True) -> str:
+    """Record a failed attempt: back to pending after the retry delay, or failed for good. Returns the new status."""
+    now = utcnow()
+    attempts = int(item.get("attempts", 1))
+    final = (not retryable) or attempts >= policy.max_attempts
+    entry = {"at": now, "attempt": attempts, "error": error[:2000], "owner": owner}
+    update: dict = {"$set": {"lastError": error[:2000], "updatedAt": now},
+                    "$unset": {"lockedBy": "", "lockedAt": ""},
+                    "$push": {"errorHistory": {"$each": [entry], "$slice": -ERROR_HISTORY_KEEP}}}
+    if final:
+        update["$set"].update(_finish_update("failed", policy, now))
+        new_status = "failed"
+    else:
+        update["$set"].update({"status": "pending", "nextAttemptAt": now + policy.retry_delay(attempts)})
+        new_status = "pending"
+    try:
+        result = _coll().update_one({"_id": item["_id"], "status": "processing", "lockedBy": owner}, update)
+    except DuplicateKeyError:
+        # A newer pending item for the same job exists (its text changed meanwhile): this one is obsolete.
+        result = _coll().update_one({"_id": item["_id"], "status": "processing", "lockedBy": owner},
+                                    {"$set": _finish_update("skipped", policy, now) | {"lastError": error[:2000]},
+                                     "$unset": {"lockedBy": "", "lockedAt": ""}})
+        return "skipped" if result.modified_count else "lost"
+    if result.modified_count != 1:
+        return "lost"
+    if policy.debug:
+        log.debug("item %s attempt %s failed (%s): %s", item["_id"], attempts, new_status, error)
+    return new_status
+
+
+def release(item_ids: Iterable, owner: str, delay: timedelta = timedelta(0), refund_attempt: bool = True) -> int:
+    """Give items back to pending (shutdown, rate limit, configuration error) without spending an attempt."""
+    ids = [_oid(i) for i in item_ids]
+    if not ids:
+        return 0
+    now = utcnow()
+    released = 0
+    for item_id in ids:
+        update = {"$set": {"status": "pending", "nextAttemptAt": now + delay, "updatedAt": now},
+                  "$unset": {"lockedBy": "", "lockedAt": ""}}
+        if refund_attempt:
+            update["$inc"] = {"attempts": -1}
+        try:
+            result = _coll().update_one({"_id": item_id, "status": "processing", "lockedBy": owner}, update)
+            released += result.modified_count
+        except DuplicateKeyError:
+            # A newer pending item for the same job exists: drop this obsolete one.
+            released += _coll().delete_one({"_id": item_id, "status": "processing", "lockedBy": owner}).deleted_count
+    return released
+
+
+def recover_stuck(timeout: timedelta) -> int:
+    """Return items held longer than ``timeout`` (their worker died) to pending; how many."""
+    cutoff = utcnow() - timeout
+    recovered = 0
+    for doc in _coll().find({"status": "processing", "lockedAt": {"$lt": cutoff}}, {"_id": 1, "lockedBy": 1}):
+        recovered += release([doc["_id"]], doc.get("lockedBy") or "", refund_attempt=False)
+    if recovered:
+        log.warning("recovered %d stuck queue items", recovered)
+    return recovered
+
+
+def release_worker(owner: str) -> int:
+    """Give back every item a (dead) worker holds; how many."""
+    ids = [d["_id"] for d in _coll().find({"status": "processing", "lockedBy": owner}, {"_id": 1})]
+    return release(ids, owner, refund_attempt=False)
+
+
+def remove_pending(job_id) -> int:
+    """Take a job's pending items out of the queue (job deleted or closed)."""
+    return _coll().delete_many({"jobId": _oid(job_id), "status": "pending"}).deleted_count
+
+
+def retry_failed(query: dict | None = None) -> int:
+    """Failed items back to pending with fresh attempts; how many."""
+    now = utcnow()
+    count = 0
+    match = {"status": "failed", **(query or {})}
+    for doc in _coll().find(match, {"_id": 1}):
+        try:
+            count += _coll().update_one(
+                {"_id": doc["_id"], "status": "failed"},
+                {"$set": {"status": "pending", "attempts": 0, "nextAttemptAt": now, "updatedAt": now},
+                 "$unset": {"finishedAt": "", "expiresAt": ""}}).modified_count
+        except DuplicateKeyError:
+            # The job is already pending under another item: this failure is settled.
+            count += _coll().delete_one({"_id": doc["_id"], "status": "failed"}).deleted_count
+    return count
+
+
+def clear_old(days: int) -> int:
+    """Delete finished items older than ``days`` days; how many."""
+    cutoff = utcnow() - timedelta(days=days)
+    return _coll().delete_many({"status": {"$in": list(FINISHED_STATUSES)},
+                                "finishedAt": {"$lt": cutoff}}).deleted_count
+
+
+def counts() -> dict[str, int]:
+    """Items per status, every status present."""
+    result = {status: 0 for status in QUEUE_STATUSES}
+    for status in QUEUE_STATUSES:
+        result[status] = _coll().count_documents({"status": status})
+    return result

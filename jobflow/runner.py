@@ -1,0 +1,51 @@
+"""``python app.py``: web app, worker thread, embedded database and demo data in one process."""
+from __future__ import annotations
+
+import logging
+import signal
+
+from flask import Flask
+from werkzeug.serving import make_server
+
+from .logs import setup_logging
+
+log = logging.getLogger("jobflow")
+
+
+def _load_demo_if_empty(app: Flask) -> None:
+    from .importer import load_demo_data
+    from .models import Job
+    if not app.config["DEMO_DATA"] or Job.objects.limit(1).count(with_limit_and_skip=True):
+        return
+    report = load_demo_data()
+    log.info("first run: loaded %d demo postings (%d queued for embedding)", report.imported, report.queued)
+
+
+def run_all_in_one(app: Flask) -> int:
+    """Serve on PORT until SIGINT/SIGTERM; return the exit code."""
+    setup_logging(app.config)
+    with app.app_context():
+        _load_demo_if_empty(app)
+    worker = None
+    if app.config["EMBEDDING_WORKER_ENABLED"]:
+        from .worker import Worker
+        worker = Worker.from_app(app)
+        worker.start()
+    else:
+        log.info("EMBEDDING_WORKER_ENABLED is false: no worker runs here; similar jobs use the fallback")
+    server = make_server("0.0.0.0", app.config["PORT"], app, threaded=True)
+
+    def stop(signum, frame):
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        server.shutdown()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    port = app.config["PORT"]
+    log.info("JobFlow Similar is up: http://127.0.0.1:%s/  (dashboard: /admin/embeddings, API: /api/jobs)", port)
+    import threading
+    serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    serving.start()
+    serving.join()
+    if worker is not None:
+        worker.stop()
+    return 0

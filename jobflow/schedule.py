@@ -1,0 +1,70 @@
+"""The worker's periodic jobs, as a table with stable ids (one scheduler per worker process)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .models import Lease
+from .timeutil import utcnow
+
+log = logging.getLogger("jobflow.worker")
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    """One row of the table: what runs, how often (ms), and whether one process at a time (lease)."""
+    id: str
+    run: Callable[[object], object]
+    every_ms: Callable[[dict], int]
+    lease: bool = False
+    first_run_now: bool = True
+
+
+def _stuck_every(s: dict) -> int:
+    return max(5000, min(60000, s["QUEUE_STUCK_TIMEOUT"] // 4))
+
+
+JOBS: list[PeriodicJob] = [
+    PeriodicJob("process-queue", lambda w: w.process_queue(), lambda s: s["EMBEDDING_WORKER_INTERVAL"]),
+    PeriodicJob("heartbeat", lambda w: w.heartbeat(), lambda s: s["WORKER_HEARTBEAT_INTERVAL"], first_run_now=False),
+    PeriodicJob("sync-index", lambda w: w.sync_index(), lambda s: min(s["EMBEDDING_WORKER_INTERVAL"], 5000),
+                first_run_now=False),
+    PeriodicJob("recover-stuck", lambda w: w.recover_stuck(), _stuck_every),
+    PeriodicJob("cleanup-queue", lambda w: w.cleanup(), lambda s: 3_600_000, lease=True),
+    PeriodicJob("recompute-similarity", lambda w: w.recompute_if_due(), lambda s: 60_000, first_run_now=False),
+]
+
+
+def _guarded(job: PeriodicJob, worker) -> Callable[[], None]:
+    """Run the job; with a lease, only when this worker holds it; never let an error kill the scheduler."""
+    def run():
+        if worker.stopping.is_set():
+            return
+        try:
+            if job.lease:
+                ttl = timedelta(milliseconds=max(job.every_ms(worker.settings), 60_000))
+                if not Lease.acquire(job.id, worker.worker_id, ttl):
+                    return
+            job.run(worker)
+        except Exception as exc:
+            log.error("periodic job %s failed: %s", job.id, exc)
+    return run
+
+
+def start_scheduler(worker, jobs: list[PeriodicJob] | None = None) -> BackgroundScheduler:
+    """Start a BackgroundScheduler running the table for ``worker``."""
+    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max_workers=6)},
+                                    job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+                                    timezone="UTC")
+    for job in jobs or JOBS:
+        seconds = job.every_ms(worker.settings) / 1000.0
+        first = utcnow() if job.first_run_now else utcnow() + timedelta(seconds=seconds)
+        scheduler.add_job(_guarded(job, worker), "interval", seconds=seconds, id=job.id, name=job.id,
+                          next_run_time=first)
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,94 @@
+"""Fixtures: one real SecantusDB server per test session, a fresh database per test."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+from jobflow.db import free_port, ping  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mongo_server():
+    """A SecantusDB server on loopback for the whole session; yields its base URI."""
+    data_dir = tempfile.mkdtemp(prefix="jobflow-test-db-")
+    port = free_port()
+    log = open(Path(data_dir) / "server.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
+                                "--storage-path", str(Path(data_dir) / "data"), "--log-level", "WARNING"],
+                               stdout=log, stderr=subprocess.STDOUT)
+    uri = f"mongodb://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not ping(uri, 500):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the test database server did not start; see " + str(Path(data_dir) / "server.log"))
+        time.sleep(0.1)
+    yield uri
+    process.terminate()
+    process.wait(15)
+    log.close()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def db_uri(mongo_server):
+    """The URI of a database no other test uses; dropped afterwards."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    yield f"{mongo_server}/{name}"
+    from pymongo import MongoClient
+    client = MongoClient(mongo_server)
+    client.drop_database(name)
+    client.close()
+
+
+@pytest.fixture
+def make_app(db_uri, tmp_path):
+    """Build apps from the factory against the test database."""
+    from jobflow import create_app
+
+    def make(**overrides):
+        config = {"TESTING": True, "MONGODB_URI": db_uri, "INSTANCE_PATH": str(tmp_path / "instance"),
+                  "EMBEDDING_PROVIDER": "local", "OPENAI_API_KEY": "", "SECRET_KEY": "test-secret",
+                  "ADMIN_API_TOKEN": "test-token", "WTF_CSRF_ENABLED": True, "DEMO_DATA": False,
+                  "DEBUG_EMBEDDINGS": False, "DEBUG_WORKER": False, "DEBUG_QUEUE": False}
+        config.update(overrides)
+        return create_app(config)
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    app = make_app()
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth_headers():
+    return {"Authorization": "Bearer test-token"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``shared_data`` with a reason when ../shared/data is absent."""
+    if SHARED_DATA.exists():
+        return
+    skip = pytest.mark.skip(reason=f"{SHARED_DATA} is absent")
+    for item in items:
+        if "shared_data" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,83 @@
+"""Settings: parsed once, bad values stop start-up with one line naming the variable."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobflow.config import SETTINGS, ConfigError, env_example, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_seed_defaults():
+    s = load_settings({})
+    assert s["EMBEDDING_WORKER_INTERVAL"] == 5000
+    assert s["EMBEDDING_MAX_CONCURRENT"] == 3
+    assert s["EMBEDDING_BATCH_SIZE"] == 500
+    assert s["QUEUE_RETRY_DELAYS"] == [60000, 300000, 900000]
+    assert s["QUEUE_STUCK_TIMEOUT"] == 600000
+    assert s["WORKER_MEMORY_THRESHOLD"] == 0.85
+    assert s["SIMILARITY_TOP_N"] == 10
+    assert s["SIMILARITY_RECOMPUTE_INTERVAL"] == 604800000
+    assert s["ALERT_EMAIL_ENABLED"] is False
+    assert s["PORT"] == 5001
+    assert s["EMBEDDING_PROVIDER"] == "local"
+
+
+def test_provider_defaults_to_openai_with_a_key():
+    assert load_settings({"OPENAI_API_KEY": "sk-abc"})["EMBEDDING_PROVIDER"] == "openai"
+
+
+@pytest.mark.parametrize("name,value,expected", [
+    ("QUEUE_RETRY_DELAYS", "60000, 5m", "comma-separated milliseconds"),
+    ("WORKER_MEMORY_THRESHOLD", "85", "fraction between 0 and 1"),
+    ("EMBEDDING_WORKER_ENABLED", "maybe", "true or false"),
+    ("EMBEDDING_MAX_CONCURRENT", "0", "between 1 and 64"),
+    ("PORT", "http", "whole number"),
+    ("EMBEDDING_PROVIDER", "cohere", "one of"),
+    ("SIMILARITY_MIN_SCORE", "2", "cosine score"),
+    ("MONGODB_URI", "postgres://x", "mongodb://"),
+])
+def test_bad_value_names_variable(name, value, expected):
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value})
+    message = str(info.value)
+    assert message.startswith(name + "=")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_secret_value_is_not_echoed():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"MONGODB_URI": "redis://user:hunter2@db"})
+    assert "hunter2" not in str(info.value)
+
+
+def test_openai_provider_needs_key():
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        load_settings({"EMBEDDING_PROVIDER": "openai"})
+
+
+def test_seed_email_names_are_accepted():
+    s = load_settings({"EMAIL_HOST": "smtp.example.com", "EMAIL_PORT": "2525", "EMAIL_USER": "u", "EMAIL_PASS": "p"})
+    assert (s["MAIL_SERVER"], s["MAIL_PORT"], s["MAIL_USERNAME"], s["MAIL_PASSWORD"]) == ("smtp.example.com", 2525, "u", "p")
+    assert s["MAIL_USE_TLS"] is False
+    assert load_settings({"EMAIL_PORT": "587"})["MAIL_USE_TLS"] is True
+
+
+def test_env_example_lists_every_setting_and_is_current():
+    text = env_example()
+    for setting in SETTINGS:
+        assert f"\n{setting.name}=" in text
+    assert (ROOT / ".env.example").read_text() == text, "regenerate .env.example: flask --app app env-example"
+
+
+def test_start_up_with_bad_value_prints_one_line(tmp_path):
+    env = {**os.environ, "QUEUE_RETRY_DELAYS": "soon", "JOBFLOW_INSTANCE_PATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "QUEUE_RETRY_DELAYS='soon'" in lines[0]

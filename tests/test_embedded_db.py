@@ -1,0 +1,61 @@
+"""The embedded database: started when MONGODB_URI is unset, reused, durable across restarts."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from jobflow.db import EmbeddedServer, ping
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ENSURE = """
+import sys, json
+sys.path.insert(0, {root!r})
+from jobflow.db import EmbeddedServer
+server = EmbeddedServer({data!r})
+uri = server.ensure()
+print(json.dumps({{"uri": uri, "started": server.process is not None}}), flush=True)
+sys.stdin.readline()  # hold the server (if we started it) until told to go
+"""
+
+
+@pytest.mark.slow
+def test_restart_keeps_data(tmp_path):
+    server = EmbeddedServer(tmp_path / "secantus")
+    uri = server.ensure()
+    client = MongoClient(uri)
+    client.jobflow.jobs.insert_one({"title": "Kept across restarts"})
+    client.close()
+    server.stop()
+    assert not ping(uri, 300)
+    again = EmbeddedServer(tmp_path / "secantus")
+    uri2 = again.ensure()
+    try:
+        assert MongoClient(uri2).jobflow.jobs.find_one()["title"] == "Kept across restarts"
+    finally:
+        again.stop()
+
+
+@pytest.mark.slow
+def test_two_starts_share_one_server(tmp_path):
+    data = str(tmp_path / "secantus")
+    procs = [subprocess.Popen([sys.executable, "-c", ENSURE.format(root=str(ROOT), data=data)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        answers = [json.loads(p.stdout.readline()) for p in procs]
+        assert answers[0]["uri"] == answers[1]["uri"]           # one server for the folder
+        assert sorted(a["started"] for a in answers) == [False, True]  # one started it, one reused it
+        client = MongoClient(answers[0]["uri"])
+        client.jobflow.jobs.insert_one({"title": "shared"})
+        assert client.jobflow.jobs.count_documents({}) == 1
+        client.close()
+    finally:
+        for p in procs:
+            p.stdin.write("\n")
+            p.stdin.flush()
+        for p in procs:
+            p.wait(30)
+    assert not ping(answers[0]["uri"], 300)  # the one that started it stopped it on exit

@@ -1,0 +1,49 @@
+"""Documents: seed-compatible fields, foreign documents survive, vectors round-trip exactly."""
+import numpy as np
+from bson import ObjectId
+
+from jobflow.models import Job
+from jobflow.models.fields import vector_from_bson
+from jobflow.timeutil import utcnow
+
+
+def test_foreign_job_document_loads_and_survives_save(app):
+    coll = Job._get_collection()
+    foreign = {"title": "Welder", "status": "active", "salary": {"min": 500, "max": 800, "currency": "EUR"},
+               "applicants": [ObjectId(), ObjectId()], "legacyFlag": True, "tags": ["metal", "night shift"]}
+    job_id = coll.insert_one(dict(foreign)).inserted_id  # no description, no dates, no embedding
+    job = Job.objects.get(id=job_id)
+    assert job.title == "Welder" and job.description is None
+    job.title = "Senior Welder"
+    job.save()
+    stored = coll.find_one({"_id": job_id})
+    for key in ("salary", "applicants", "legacyFlag", "tags"):
+        assert stored[key] == foreign[key]
+    assert stored["title"] == "Senior Welder"
+
+
+def test_vector_round_trip_is_exact_and_binary(app):
+    from jobflow.models.job import Embedding
+    vector = np.random.default_rng(7).standard_normal(1536).astype(np.float32)
+    job = Job(title="t", description="d", embedding=Embedding(status="completed", vector=vector, dimensions=1536))
+    job.save()
+    raw = Job._get_collection().find_one({"_id": job.id})["embedding"]["vector"]
+    assert raw.subtype == 9  # BSON binary vector
+    assert len(bytes(raw)) == 2 + 4 * 1536
+    assert np.array_equal(vector_from_bson(raw), vector)
+    loaded = Job.objects.get(id=job.id)
+    assert loaded.embedding.vector.dtype == np.float32
+    assert np.array_equal(loaded.embedding.vector, vector)
+
+
+def test_legacy_array_vectors_still_load(app):
+    job_id = Job._get_collection().insert_one(
+        {"title": "x", "embedding": {"status": "completed", "vector": [0.5, 0.25, -1.0]}, "createdAt": utcnow()}).inserted_id
+    assert Job.objects.get(id=job_id).embedding.vector.tolist() == [0.5, 0.25, -1.0]
+
+
+def test_collections_keep_the_seed_names(app):
+    from jobflow.models import QueueItem, WorkerStatus
+    assert Job._get_collection().name == "jobs"
+    assert QueueItem._get_collection().name == "jobqueues"
+    assert WorkerStatus._get_collection().name == "workerstatuses"
