@@ -11,7 +11,8 @@ from flask.cli import with_appcontext
 def register(app: Flask) -> None:
     """Attach every command to the app."""
     for command in (import_jobs_command, load_demo_command, worker_command, recompute_all_command,
-                    retry_failed_command, clear_old_queue_command, env_example_command):
+                    retry_failed_command, clear_old_queue_command, env_example_command,
+                    migrate_embeddings_command, test_embeddings_command):
         app.cli.add_command(command)
 
 
@@ -112,3 +113,48 @@ def env_example_command():
     """Print .env.example: every setting with its default and a comment."""
     from .config import env_example
     click.echo(env_example(), nl=False)
+
+
+@click.command("migrate-embeddings")
+@click.option("--dry-run", is_flag=True, help="count and report; change nothing")
+@with_appcontext
+def migrate_embeddings_command(dry_run):
+    """Queue embeddings for every active job without a current one (new model = re-embed)."""
+    from flask import current_app
+    from . import migration
+    from .embeddings import provider_model
+    model = provider_model(current_app.config)
+    click.echo(f"Embedding migration ({'dry run: nothing will change' if dry_run else 'will queue jobs'})")
+    click.echo(f"model: {model}")
+    found = migration.plan(model)
+    click.echo(f"jobs in database:           {found.total}")
+    click.echo(f"active jobs:                {found.active}")
+    click.echo(f"  with a current embedding: {found.current}")
+    click.echo(f"  never embedded:           {found.never_embedded}")
+    click.echo(f"  failed before:            {found.failed}")
+    click.echo(f"  embedded by another model:{found.other_model:>5}")
+    click.echo(f"  text changed since:       {found.text_changed}")
+    click.echo(f"  already in the queue:     {found.already_queued}")
+    click.echo(f"to queue now:               {len(found.to_queue)}")
+    if dry_run or not found.to_queue:
+        click.echo("dry run: nothing changed" if dry_run else "nothing to queue")
+        return
+    try:
+        with click.progressbar(length=len(found.to_queue), label="Queueing", show_pos=True,
+                               file=click.get_text_stream("stderr")) as bar:
+            migration_id, queued = migration.run(found, bar.update)
+    except Exception as exc:
+        raise click.ClickException(f"migration stopped: {exc}") from None
+    click.echo(f"migration {migration_id}: queued {queued} jobs at back-fill priority "
+               f"(live edits go first); the worker embeds them")
+
+
+@click.command("test-embeddings")
+@with_appcontext
+def test_embeddings_command():
+    """Run the seven checks of the embedding system; exit 1 if any fails."""
+    from flask import current_app
+    from .checks import run_checks
+    if not run_checks(dict(current_app.config), click.echo):
+        raise SystemExit(1)
+    click.echo("all checks passed")

@@ -1,7 +1,7 @@
 """Public pages: the home page and a job's page as the board's visitors see it."""
-from flask import Blueprint, render_template
+from flask import Blueprint, abort, render_template
 
-from .jobs import list_jobs
+from .jobs import JobNotFound, get_job, list_jobs
 
 bp = Blueprint("web", __name__)
 
@@ -11,3 +11,13 @@ def home():
     """Newest active jobs, each linking to its page."""
     jobs, total, _ = list_jobs(status="active", limit=50)
     return render_template("home.html", jobs=jobs, total=total)
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id):
+    """A posting; the browser fetches its similar jobs from the JSON endpoint, as the board's frontend would."""
+    try:
+        job = get_job(job_id)
+    except JobNotFound:
+        abort(404)
+    return render_template("job.html", job=job)

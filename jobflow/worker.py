@@ -22,7 +22,7 @@ from pymongo import UpdateOne
 from . import queue
 from .embeddings import (BadInput, ConfigurationError, EmbeddingProvider, InvalidVector, ProviderError, RateLimited,
                          check_vector, get_provider, min_score)
-from .embeddings.text import job_text, text_hash
+from .embeddings.text import TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
 from .models import Job, Lease, WorkerStatus
 from .models.fields import vector_to_bson
 from .timeutil import ms, utcnow
@@ -210,7 +210,7 @@ class Worker:
                     and emb.get("model") == self.provider.model:
                 current.append(item)      # unchanged text and model: never embedded again
                 continue
-            to_embed.append((item, job, self.provider.prepare(text), digest))
+            to_embed.append((item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest))
         if current:
             self._settle_current(current)
         if self.debug:
@@ -229,10 +229,10 @@ class Worker:
         self._count(processed=len(items))
 
     def _embed_all(self, work: list[tuple[dict, dict, str, str]], batch_id: str) -> None:
-        groups = self.provider.batches([w[2] for w in work])
+        groups = self.provider.batches(["\n".join(w[2]) for w in work], inputs_each=TEXTS_PER_JOB)
         pending = [[work[i] for i in group] for group in groups]
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="embed") as pool:
-            futures = {pool.submit(self.provider.embed, [w[2] for w in group]): group for group in pending}
+            futures = {pool.submit(self.provider.embed, _flat(group)): group for group in pending}
             while futures:
                 done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
                 for future in done:
@@ -247,7 +247,7 @@ class Worker:
                         if len(group) > 1:
                             # One text may be the cause: try each alone so the others go through.
                             for one in group:
-                                futures[pool.submit(self.provider.embed, [one[2]])] = [one]
+                                futures[pool.submit(self.provider.embed, _flat([one]))] = [one]
                         else:
                             self._fail(group, str(exc), retryable=False)
                     except ProviderError as exc:
@@ -260,9 +260,11 @@ class Worker:
         """Write each valid vector, then its lists, then complete its item (in that order)."""
         now = utcnow()
         good, bad = [], []
-        for (item, job, text, digest), vector, tokens in zip(group, result.vectors, result.tokens):
+        for n, (item, job, text, digest) in enumerate(group):
+            pair = slice(n * TEXTS_PER_JOB, (n + 1) * TEXTS_PER_JOB)
             try:
-                good.append((item, job, digest, check_vector(vector, self.provider.dimensions), tokens))
+                parts = [check_vector(v, self.provider.dimensions) for v in result.vectors[pair]]
+                good.append((item, job, digest, combine(parts), sum(result.tokens[pair])))
             except InvalidVector as exc:
                 bad.append(((item, job, text, digest), str(exc)))
         if good:
@@ -347,6 +349,11 @@ class Worker:
                      "memory": {"rss": rss, "fraction": round(rss / available_memory(), 4)},
                      "indexSize": len(self.lists) if self.lists else 0},
             "$setOnInsert": {"startedAt": utcnow()}}, upsert=True)
+
+
+def _flat(group) -> list[str]:
+    """The texts of a group of work entries, in order (each job contributes TEXTS_PER_JOB)."""
+    return [text for entry in group for text in entry[2]]
 
 
 def run_worker_process(app) -> int:

@@ -84,14 +84,18 @@ class EmbeddingProvider:
         """A cautious token estimate for batching (multilingual text runs about 3 characters a token)."""
         return len(text) // 3 + 1
 
-    def batches(self, texts: list[str]) -> list[list[int]]:
-        """Indexes of ``texts`` grouped into calls within the input and token limits."""
+    def batches(self, texts: list[str], inputs_each: int = 1) -> list[list[int]]:
+        """Indexes of ``texts`` grouped into calls within the input and token limits.
+
+        ``inputs_each``: how many inputs each entry sends (a job sends its headline and its full text).
+        """
         groups: list[list[int]] = []
         current: list[int] = []
         tokens = 0
+        per_call = max(1, self.max_batch_inputs // inputs_each)
         for i, text in enumerate(texts):
             cost = self.estimate_tokens(text)
-            if current and (len(current) >= self.max_batch_inputs or tokens + cost > self.max_batch_tokens):
+            if current and (len(current) >= per_call or tokens + cost > self.max_batch_tokens):
                 groups.append(current)
                 current, tokens = [], 0
             current.append(i)

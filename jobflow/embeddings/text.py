@@ -3,6 +3,8 @@ import hashlib
 import html
 import re
 
+import numpy as np
+
 _TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL)
 _SPACES = re.compile(r"[ \t\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
@@ -33,6 +35,31 @@ def job_text(job) -> str:
         parts.append("")
         parts.append(description)
     return "\n".join(parts)
+
+
+def headline(job) -> str:
+    """Title and category: what a person reads first, and what decides most of a job's neighbours."""
+    get = job.get if isinstance(job, dict) else (lambda name, default=None: getattr(job, name, default))
+    title = strip_markup(get("title") or "")
+    category = strip_markup(get("category") or "")
+    return f"{title} ({category})" if category else title
+
+
+# A job is embedded as two texts, its headline and its full text, and the two unit vectors are averaged:
+# the full text alone lets long descriptions drown the role (README, "Similarity quality").
+TEXTS_PER_JOB = 2
+
+
+def embedded_texts(job) -> list[str]:
+    """The texts embedded for a job: [headline, full text]."""
+    return [headline(job) or job_text(job), job_text(job)]
+
+
+def combine(vectors) -> np.ndarray:
+    """One unit vector from the job's text vectors: the mean of their unit vectors."""
+    units = [np.asarray(v, dtype=np.float32) / np.linalg.norm(v) for v in vectors]
+    mean = np.mean(units, axis=0)
+    return (mean / np.linalg.norm(mean)).astype(np.float32)
 
 
 def text_hash(text: str) -> str:

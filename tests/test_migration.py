@@ -1,0 +1,77 @@
+"""flask migrate-embeddings and flask test-embeddings."""
+from bson import ObjectId
+
+from jobflow.embeddings.text import job_text, text_hash
+from jobflow.models import Job, QueueItem
+from jobflow.timeutil import utcnow
+
+
+def seed_jobs():
+    """Jobs in every state a migration meets; returns the ids that need an embedding."""
+    coll = Job._get_collection()
+    now = utcnow()
+    current = {"title": "Current", "description": "ok", "status": "active", "createdAt": now}
+    current["embedding"] = {"status": "completed", "model": "multilingual-e5-small",
+                            "textHash": text_hash(job_text(current))}
+    docs = {
+        "current": current,
+        "never": {"title": "Never embedded", "description": "x", "status": "active"},
+        "failed": {"title": "Failed", "description": "x", "status": "active", "embedding": {"status": "failed"}},
+        "other_model": {"title": "Old model", "description": "x", "status": "active",
+                        "embedding": {"status": "completed", "model": "text-embedding-ada-002", "textHash": "x"}},
+        "edited": {"title": "Edited", "description": "x", "status": "active",
+                   "embedding": {"status": "completed", "model": "multilingual-e5-small", "textHash": "stale"}},
+        "closed": {"title": "Closed", "description": "x", "status": "closed"},
+    }
+    ids = {name: coll.insert_one(doc).inserted_id for name, doc in docs.items()}
+    return ids
+
+
+def test_dry_run_counts_and_changes_nothing(app):
+    seed_jobs()
+    result = app.test_cli_runner().invoke(args=["migrate-embeddings", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "jobs in database:           6" in result.output
+    assert "with a current embedding: 1" in result.output
+    assert "embedded by another model:    1" in result.output
+    assert "to queue now:               4" in result.output
+    assert "nothing changed" in result.output
+    assert QueueItem.objects.count() == 0
+
+
+def test_migration_queues_backfill_once(app):
+    ids = seed_jobs()
+    from jobflow import queue
+    queue.enqueue(ids["never"], priority=queue.PRIORITY_LIVE)  # a live edit already waiting
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["migrate-embeddings"])
+    assert first.exit_code == 0, first.output
+    assert "queued 3 jobs at back-fill priority" in first.output
+    items = {i.jobId: i for i in QueueItem.objects}
+    assert set(items) == {ids[n] for n in ("never", "failed", "other_model", "edited")}
+    assert items[ids["never"]].priority == queue.PRIORITY_LIVE          # live edits stay ahead
+    assert items[ids["failed"]].priority == queue.PRIORITY_BACKFILL
+    assert items[ids["failed"]].metadata["source"] == "migration" and items[ids["failed"]].metadata["migrationId"]
+    second = runner.invoke(args=["migrate-embeddings"])
+    assert second.exit_code == 0 and "nothing to queue" in second.output
+    assert QueueItem.objects.count() == 4                                # nothing queued twice
+
+
+def test_test_embeddings_runs_the_seven_checks(app):
+    Job(title="Nurse", description="Night shifts", status="active").save()
+    result = app.test_cli_runner().invoke(args=["test-embeddings"])
+    assert result.exit_code == 0, result.output
+    lines = [l for l in result.output.splitlines() if l.startswith("[")]
+    assert len(lines) == 7 and all(": ok - " in l for l in lines)
+    assert "384 dimensions" in result.output
+    assert QueueItem.objects.count() == 0  # the probe leaves nothing behind
+
+
+def test_test_embeddings_names_a_refused_key(make_app):
+    from jobflow.testing.openai_server import EmbeddingsServer
+    with EmbeddingsServer(dimensions=1536) as server:
+        app = make_app(EMBEDDING_PROVIDER="openai", OPENAI_API_KEY="sk-wrong-key-123456", OPENAI_BASE_URL=server.base_url)
+        result = app.test_cli_runner().invoke(args=["test-embeddings"])
+    assert result.exit_code == 1
+    assert "embedding generation: FAILED - the provider refused the API key" in result.output
+    assert "sk-wrong-key-123456" not in result.output

@@ -1,0 +1,186 @@
+"""Similar-jobs lists: correct, kept current as jobs arrive, change and close; the endpoint and fallback."""
+import numpy as np
+import pytest
+from bson import ObjectId
+
+from jobflow import jobs as job_service
+from jobflow.models import Job
+from jobflow.models.fields import vector_to_bson
+from jobflow.similarity.lists import SimilarLists
+from jobflow.timeutil import utcnow
+
+MODEL = "test-model"
+DIM = 16
+TOP_N = 5
+MIN_SCORE = 0.2
+
+
+def insert_jobs(n, rng, category="Software Development", location="Tirana"):
+    """Active jobs with completed embeddings of random vectors; returns {id: vector}."""
+    docs, vectors = [], {}
+    for i in range(n):
+        vector = rng.standard_normal(DIM).astype(np.float32)
+        _id = ObjectId()
+        vectors[_id] = vector
+        docs.append({"_id": _id, "title": f"Job {i}", "description": "d", "status": "active", "category": category,
+                     "location": location, "createdAt": utcnow(), "updatedAt": utcnow(),
+                     "embedding": {"status": "completed", "model": MODEL, "vector": vector_to_bson(vector),
+                                   "textHash": f"h{i}", "dimensions": DIM}})
+    Job._get_collection().insert_many(docs)
+    return vectors
+
+
+def reference(vectors, top_n=TOP_N, min_score=MIN_SCORE):
+    """Brute-force top-N lists: every pair's cosine, sorted."""
+    ids = list(vectors)
+    unit = {i: v / np.linalg.norm(v) for i, v in vectors.items()}
+    out = {}
+    for a in ids:
+        scores = sorted(((float(unit[a] @ unit[b]), b) for b in ids if b != a), key=lambda p: (-p[0], p[1]))
+        out[a] = [b for s, b in scores if s >= min_score][:top_n]
+    return out
+
+
+def stored_lists():
+    return {d["_id"]: [s["jobId"] for s in d.get("similarJobs", [])]
+            for d in Job._get_collection().find({}, {"similarJobs": 1})}
+
+
+def make_lists():
+    return SimilarLists(DIM, TOP_N, MIN_SCORE, MODEL, block_size=37)
+
+
+def assert_matches(expected, actual):
+    for job_id, ids in expected.items():
+        assert actual[job_id] == ids, f"list of {job_id}"
+        assert job_id not in actual[job_id]  # never itself
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_recompute_all_matches_brute_force(app, seed):
+    vectors = insert_jobs(150, np.random.default_rng(seed))
+    lists = make_lists()
+    assert lists.load() == 150
+    assert lists.recompute_all() == 150
+    assert_matches(reference(vectors), stored_lists())
+
+
+def test_incremental_arrivals_keep_every_list_exact(app):
+    """Jobs embedded one batch at a time: each arrival updates the lists it enters (reverse updates)."""
+    rng = np.random.default_rng(3)
+    lists = make_lists()
+    lists.load()
+    vectors = {}
+    for batch in range(12):
+        new = insert_jobs(10, rng)
+        vectors.update(new)
+        lists.on_embedded(list(new), list(new.values()), [None] * len(new))
+    assert_matches(reference(vectors), stored_lists())
+
+
+def test_new_close_job_enters_an_existing_list(app):
+    rng = np.random.default_rng(4)
+    vectors = insert_jobs(30, rng)
+    lists = make_lists()
+    lists.load()
+    lists.recompute_all()
+    target = next(iter(vectors))
+    twin = insert_jobs(1, rng)
+    twin_id = next(iter(twin))
+    twin_vector = vectors[target] + 0.01 * rng.standard_normal(DIM).astype(np.float32)
+    Job._get_collection().update_one({"_id": twin_id}, {"$set": {"embedding.vector": vector_to_bson(twin_vector)}})
+    lists.on_embedded([twin_id], [twin_vector], ["h"])
+    assert stored_lists()[target][0] == twin_id
+    assert stored_lists()[twin_id][0] == target
+    meta = Job._get_collection().find_one({"_id": target})["similarityMetadata"]
+    assert meta["model"] == MODEL and meta["comparedWith"] == 31 and meta["computedAt"]
+
+
+def test_closing_and_deleting_refill_lists(app):
+    rng = np.random.default_rng(5)
+    vectors = insert_jobs(60, rng)
+    lists = make_lists()
+    lists.load()
+    lists.recompute_all()
+    popular = max(vectors, key=lambda j: sum(j in ids for ids in stored_lists().values()))
+    assert sum(popular in ids for ids in stored_lists().values()) > 0
+    job_service.update_job(popular, {"status": "closed"})           # through the API's own path
+    assert all(popular not in ids for ids in stored_lists().values())  # out of every list at once
+    doomed = next(j for j in vectors if j != popular)
+    job_service.delete_job(doomed)
+    lists.sync()
+    lists.reconcile()
+    remaining = {j: v for j, v in vectors.items() if j not in (popular, doomed)}
+    actual = stored_lists()
+    assert_matches(reference(remaining), {j: actual[j] for j in remaining})
+
+
+def test_endpoint_serves_the_list_without_closed_jobs(app, client):
+    rng = np.random.default_rng(6)
+    vectors = insert_jobs(20, rng)
+    lists = make_lists()
+    lists.load()
+    lists.recompute_all()
+    job_id = next(iter(vectors))
+    expected = reference(vectors)[job_id]
+    body = client.get(f"/api/jobs/{job_id}/similar").get_json()
+    assert body["cached"] is True and body["computedAt"]
+    assert [item["job"]["id"] for item in body["similarJobs"]] == [str(i) for i in expected]
+    assert body["count"] == len(expected)
+    scores = [item["score"] for item in body["similarJobs"]]
+    assert scores == sorted(scores, reverse=True) and all(s >= MIN_SCORE for s in scores)
+    Job.objects(id=expected[0]).update(set__status="closed")
+    body = client.get(f"/api/jobs/{job_id}/similar?limit=2").get_json()
+    assert [item["job"]["id"] for item in body["similarJobs"]] == [str(i) for i in expected[1:3]]
+
+
+def test_fallback_same_category_then_location_newest_first(app, client, auth_headers):
+    def create(title, category, location):
+        return client.post("/api/jobs", json={"title": title, "description": "x", "category": category,
+                                               "location": location}, headers=auth_headers).get_json()["id"]
+    nurse_old = create("Nurse A", "Healthcare", "Vlorë")
+    nurse_new = create("Nurse B", "Healthcare", "Durrës")
+    local = create("Waiter", "Hospitality & Tourism", "Tirana")
+    create("Chef", "Hospitality & Tourism", "Shkodër")
+    target = create("Nurse C", "Healthcare", "Tirana")
+    response = client.get(f"/api/jobs/{target}/similar")
+    body = response.get_json()
+    assert body["cached"] is False and body["computedAt"] is None
+    assert [i["job"]["id"] for i in body["similarJobs"]] == [nurse_new, nurse_old, local]
+    assert all(i["score"] is None for i in body["similarJobs"])
+    assert "max-age" in response.headers["Cache-Control"]
+
+
+def test_text_change_stops_serving_the_old_list(app, client, auth_headers):
+    vectors = insert_jobs(10, np.random.default_rng(7))
+    lists = make_lists()
+    lists.load()
+    lists.recompute_all()
+    job_id = str(next(iter(vectors)))
+    assert client.get(f"/api/jobs/{job_id}/similar").get_json()["cached"] is True
+    client.patch(f"/api/jobs/{job_id}", json={"salaryRange": "1000 EUR"}, headers=auth_headers)
+    assert client.get(f"/api/jobs/{job_id}/similar").get_json()["cached"] is True  # text unchanged
+    client.patch(f"/api/jobs/{job_id}", json={"title": "Something else entirely"}, headers=auth_headers)
+    body = client.get(f"/api/jobs/{job_id}/similar").get_json()
+    assert body["cached"] is False  # the fallback answers until the new list is computed
+
+
+def test_unknown_id_and_bad_limit(app, client):
+    assert client.get("/api/jobs/000000000000000000000000/similar").status_code == 404
+    assert client.get("/api/jobs/nope/similar").get_json()["error"]["code"] == "not_found"
+    insert_jobs(2, np.random.default_rng(8))
+    job_id = str(Job.objects.first().id)
+    response = client.get(f"/api/jobs/{job_id}/similar?limit=11")
+    assert response.status_code == 400 and "limit" in response.get_json()["error"]["fields"]
+
+
+def test_cors_for_configured_origins(make_app):
+    app = make_app(CORS_ORIGINS=["https://board.example.com"])
+    client = app.test_client()
+    with app.app_context():
+        insert_jobs(1, np.random.default_rng(9))
+        job_id = str(Job.objects.first().id)
+    allowed = client.get(f"/api/jobs/{job_id}/similar", headers={"Origin": "https://board.example.com"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://board.example.com"
+    other = client.get(f"/api/jobs/{job_id}/similar", headers={"Origin": "https://evil.example.net"})
+    assert "Access-Control-Allow-Origin" not in other.headers
