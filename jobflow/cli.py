@@ -12,7 +12,7 @@ def register(app: Flask) -> None:
     """Attach every command to the app."""
     for command in (import_jobs_command, load_demo_command, worker_command, recompute_all_command,
                     retry_failed_command, clear_old_queue_command, env_example_command,
-                    migrate_embeddings_command, test_embeddings_command):
+                    migrate_embeddings_command, test_embeddings_command, rollback_command):
         app.cli.add_command(command)
 
 
@@ -158,3 +158,56 @@ def test_embeddings_command():
     if not run_checks(dict(current_app.config), click.echo):
         raise SystemExit(1)
     click.echo("all checks passed")
+
+
+@click.command("rollback")
+@click.option("--level", "level_", type=click.IntRange(1, 3), help="1 disable the worker, 2 also revert the code, "
+              "3 also remove embedding data")
+@click.option("--dry-run", is_flag=True, help="show what the level would do and the counts; change nothing")
+@click.option("--reenable", is_flag=True, help="lift a level 1 or 2 rollback: workers claim again, lists are served")
+@click.option("--confirm", "confirmation", default=None, help="for level 3 without a prompt: the database name")
+@with_appcontext
+def rollback_command(level_, dry_run, reenable, confirmation):
+    """Roll the embedding system back (the runbook's three levels)."""
+    from . import rollback
+    from .db import get_db
+    if reenable:
+        rollback.set_level(0)
+        click.echo("rollback lifted: workers claim again and similar-jobs lists are served")
+        return
+    if level_ is None:
+        raise click.UsageError("give --level 1, 2 or 3 (or --reenable)")
+    data = rollback.counts()
+    click.echo(f"in force now: level {rollback.level(fresh=True)}")
+    click.echo(f"jobs with an embedding: {data.jobs_with_embedding}; with a similar list: {data.jobs_with_lists}; "
+               f"queue items: {data.queue_items}; worker statuses: {data.worker_statuses}")
+    steps = ["workers stop claiming (state stopped); the API serves the category/location fallback"]
+    if level_ >= 2:
+        steps.append("then deploy the previous release: git checkout <previous tag> && make install, restart "
+                     "jobflow-web (data stays and is ignored)")
+    if level_ == 3:
+        steps.append(f"remove embedding, similarJobs and similarityMetadata from {data.jobs_with_embedding} jobs; "
+                     f"drop jobqueues ({data.queue_items} items) and workerstatuses ({data.worker_statuses})")
+    for number, step in enumerate(steps, start=1):
+        click.echo(f"  {number}. {step}")
+    if dry_run:
+        click.echo("dry run: nothing changed")
+        return
+    if level_ == 3:
+        name = get_db().name
+        typed = confirmation if confirmation is not None else click.prompt(
+            f"This deletes embedding data. Type the database name ({name}) to go on", default="", show_default=False)
+        if typed != name:
+            raise click.ClickException(f"confirmation {typed!r} does not match the database name: nothing changed")
+    rollback.set_level(level_)
+    click.echo(f"level {level_} in force: workers stop claiming within seconds")
+    if level_ == 3:
+        removed = rollback.remove_embedding_data()
+        click.echo(f"removed embedding data from {removed.jobs_with_embedding} jobs; dropped {removed.queue_items} "
+                   f"queue items and {removed.worker_statuses} worker statuses")
+        click.echo("to start again later: flask --app app rollback --reenable && flask --app app migrate-embeddings")
+    elif level_ == 2:
+        click.echo("now deploy the previous release (step 2); lift with: flask --app app rollback --reenable")
+    else:
+        click.echo("also set EMBEDDING_WORKER_ENABLED=false and stop the worker service "
+                   "(systemctl stop jobflow-worker); lift with: flask --app app rollback --reenable")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import rollback
 from .jobs import get_job, job_json
 from .models import Job
 from .timeutil import iso
@@ -29,7 +30,7 @@ def _summaries(query: dict, limit: int | None = None, order=None) -> list[Job]:
 def similar_jobs(job_id: str, limit: int) -> dict[str, Any]:
     """The seed's response: {similarJobs: [{job, score}], count, cached, computedAt}."""
     job = get_job(job_id)
-    entries = job.similarJobs or []
+    entries = [] if rollback.level() else (job.similarJobs or [])
     computed = (job.similarityMetadata or {}).get("computedAt")
     if entries and computed:
         wanted = [e.jobId for e in entries]
