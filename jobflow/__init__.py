@@ -84,6 +84,8 @@ def _register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(api_bp)
     app.register_blueprint(web_bp)
+    from .prometheus import bp as metrics_bp
+    app.register_blueprint(metrics_bp)
     csrf.exempt(api_bp)  # the API authenticates with a Bearer token, not a cookie
     app.register_error_handler(APIError, handle_api_error)
     app.register_error_handler(ValidationError, handle_validation)

@@ -109,6 +109,23 @@ def _mongodb_uri(raw: str) -> str:
     return value
 
 
+def _share(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a share between 0 and 1, such as 0.05") from None
+    if not 0 <= value <= 1:
+        raise ValueError("expected a share between 0 and 1, such as 0.05")
+    return value
+
+
+def _base_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
+        raise ValueError("expected an http:// or https:// URL, such as https://jobs.example.com")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -163,6 +180,11 @@ SETTINGS: list[Setting] = [
     Setting("MAIL_USERNAME", "", _text, "SMTP user (EMAIL_USER is accepted too)", group="Alerts"),
     Setting("MAIL_PASSWORD", "", _text, "SMTP password (EMAIL_PASS is accepted too)", secret=True, group="Alerts"),
     Setting("MAIL_USE_TLS", "", _text, "STARTTLS; empty = on for port 587", group="Alerts"),
+    Setting("MAIL_TIMEOUT", "10000", _int(100), "SMTP connection and reply timeout, ms", group="Alerts"),
+    Setting("ALERT_REMINDER_INTERVAL", "3600000", _int(60000), "while an alert stays open, a reminder email at most this often, ms", group="Alerts"),
+    Setting("ALERT_COVERAGE_DROP", "0.05", _share, "alert when embedding coverage of active jobs fell by more than this share within the last hour", group="Alerts"),
+    Setting("ALERT_COVERAGE_MIN", "0", _share, "alert when embedding coverage of active jobs is below this share; 0 = off (0.95 suits a migrated board)", group="Alerts"),
+    Setting("PUBLIC_BASE_URL", "http://127.0.0.1:5001", _base_url, "the dashboard's address as admins reach it, for links in alert emails", group="Alerts"),
     # Database and web
     Setting("MONGODB_URI", "", _mongodb_uri, "MongoDB URI with database name; empty = embedded SecantusDB under instance/", secret=True, group="Web and database"),
     Setting("PORT", "5001", _int(1, 65535), "HTTP port", group="Web and database"),
@@ -170,6 +192,8 @@ SETTINGS: list[Setting] = [
     Setting("ADMIN_API_TOKEN", "", _text, "Bearer token for job writes and the admin API; empty = generated once and kept in instance/api_token", secret=True, group="Web and database"),
     Setting("API_MAX_BODY_BYTES", "1048576", _int(1024), "largest accepted request body, bytes", group="Web and database"),
     Setting("CORS_ORIGINS", "", _origins, "origins allowed to fetch the public JSON API, comma-separated; * = any", group="Web and database"),
+    Setting("METRICS_RETENTION_DAYS", "14", _int(1, 3650), "per-minute dashboard samples are kept this many days", group="Web and database"),
+    Setting("METRICS_PUBLIC", "false", _bool, "serve /metrics without the API token", group="Web and database"),
     Setting("DEMO_DATA", "true", _bool, "load the demo postings on first run when the jobs collection is empty", group="Web and database"),
 ]
 

@@ -1,0 +1,73 @@
+"""``/metrics``: live counts in Prometheus text format, behind the API token unless METRICS_PUBLIC."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from . import queue
+from .embeddings import provider_model
+from .models import Job, WorkerStatus
+from .timeutil import ms, utcnow
+
+bp = Blueprint("metrics", __name__)
+
+
+class PipelineCollector:
+    """Reads the figures from the database at each scrape (indexed counts only)."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+
+    def collect(self):
+        coll = Job._get_collection()
+        active = coll.count_documents({"status": "active"})
+        embedded = coll.count_documents({"status": "active", "embedding.status": "completed",
+                                         "embedding.model": provider_model(self.settings)})
+        jobs = GaugeMetricFamily("jobflow_jobs", "Jobs by status", labels=["status"])
+        for status in ("active", "closed", "draft", "expired"):
+            jobs.add_metric([status], active if status == "active" else coll.count_documents({"status": status}))
+        yield jobs
+        yield GaugeMetricFamily("jobflow_jobs_embedded", "Active jobs with a current embedding", value=embedded)
+        yield GaugeMetricFamily("jobflow_embedding_coverage_ratio", "Embedded active jobs / active jobs",
+                                value=(embedded / active) if active else 1.0)
+        items = GaugeMetricFamily("jobflow_queue_items", "Queue items by status", labels=["status"])
+        for status, count in queue.counts().items():
+            items.add_metric([status], count)
+        yield items
+        alive_after = utcnow() - ms(self.settings["WORKER_DEAD_THRESHOLD"])
+        workers = GaugeMetricFamily("jobflow_workers", "Workers with a recent heartbeat, by state", labels=["state"])
+        processed = CounterMetricFamily("jobflow_worker_processed", "Items processed by each live worker",
+                                        labels=["worker"])
+        failed = CounterMetricFamily("jobflow_worker_failed", "Failed attempts of each live worker", labels=["worker"])
+        tokens = CounterMetricFamily("jobflow_worker_tokens", "Tokens used by each live worker", labels=["worker"])
+        states: dict[str, int] = {}
+        for status in WorkerStatus.objects(lastHeartbeat__gte=alive_after).only(
+                "workerId", "state", "processed", "failed", "tokensUsed"):
+            states[status.state] = states.get(status.state, 0) + 1
+            processed.add_metric([status.workerId], status.processed or 0)
+            failed.add_metric([status.workerId], status.failed or 0)
+            tokens.add_metric([status.workerId], status.tokensUsed or 0)
+        for state in ("running", "paused", "stopping", "stopped", "degraded"):
+            workers.add_metric([state], states.get(state, 0))
+        yield workers
+        yield processed
+        yield failed
+        yield tokens
+        hour_ago = utcnow() - timedelta(hours=1)
+        yield GaugeMetricFamily("jobflow_queue_failed_last_hour", "Items failed for good in the last hour",
+                                value=queue._coll().count_documents({"status": "failed", "finishedAt": {"$gte": hour_ago}}))
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text format."""
+    from .api.auth import bearer_ok
+    if not current_app.config.get("METRICS_PUBLIC") and not bearer_ok():
+        return Response("Send Authorization: Bearer <ADMIN_API_TOKEN> (or set METRICS_PUBLIC=true).\n", status=401,
+                        mimetype="text/plain", headers={"WWW-Authenticate": "Bearer"})
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector(current_app.config))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
