@@ -16,7 +16,7 @@ class LocalProvider(EmbeddingProvider):
     max_batch_inputs = 32
     max_input_chars = 4_000   # the model reads 512 tokens; more text only costs time
     max_concurrent = 1        # the engine already uses every core for one batch
-    default_min_score = 0.82
+    default_min_score = 0.88
 
     _lock = threading.Lock()
     _model = None
