@@ -127,15 +127,13 @@ def migrate_embeddings_command(dry_run):
     click.echo(f"Embedding migration ({'dry run: nothing will change' if dry_run else 'will queue jobs'})")
     click.echo(f"model: {model}")
     found = migration.plan(model)
-    click.echo(f"jobs in database:           {found.total}")
-    click.echo(f"active jobs:                {found.active}")
-    click.echo(f"  with a current embedding: {found.current}")
-    click.echo(f"  never embedded:           {found.never_embedded}")
-    click.echo(f"  failed before:            {found.failed}")
-    click.echo(f"  embedded by another model:{found.other_model:>5}")
-    click.echo(f"  text changed since:       {found.text_changed}")
-    click.echo(f"  already in the queue:     {found.already_queued}")
-    click.echo(f"to queue now:               {len(found.to_queue)}")
+    rows = [("jobs in database", found.total), ("active jobs", found.active),
+            ("  with a current embedding", found.current), ("  never embedded", found.never_embedded),
+            ("  failed before", found.failed), ("  embedded by another model", found.other_model),
+            ("  text changed since", found.text_changed), ("  already in the queue", found.already_queued),
+            ("to queue now", len(found.to_queue))]
+    for label, value in rows:
+        click.echo(f"{label + ':':<30}{value:>8}")
     if dry_run or not found.to_queue:
         click.echo("dry run: nothing changed" if dry_run else "nothing to queue")
         return

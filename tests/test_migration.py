@@ -31,10 +31,12 @@ def test_dry_run_counts_and_changes_nothing(app):
     seed_jobs()
     result = app.test_cli_runner().invoke(args=["migrate-embeddings", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "jobs in database:           6" in result.output
-    assert "with a current embedding: 1" in result.output
-    assert "embedded by another model:    1" in result.output
-    assert "to queue now:               4" in result.output
+    lines = {l.split(":")[0].strip(): int(l.split(":")[1]) for l in result.output.splitlines()
+             if ":" in l and l.split(":")[1].strip().isdigit()}
+    assert lines["jobs in database"] == 6 and lines["active jobs"] == 5
+    assert lines["with a current embedding"] == 1 and lines["embedded by another model"] == 1
+    assert lines["text changed since"] == 1 and lines["failed before"] == 1 and lines["never embedded"] == 1
+    assert lines["to queue now"] == 4
     assert "nothing changed" in result.output
     assert QueueItem.objects.count() == 0
 

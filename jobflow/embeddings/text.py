@@ -62,6 +62,10 @@ def combine(vectors) -> np.ndarray:
     return (mean / np.linalg.norm(mean)).astype(np.float32)
 
 
+# Changes whenever the way texts become a vector changes, so stored embeddings made the old way count as stale.
+RECIPE = "headline+text/2"
+
+
 def text_hash(text: str) -> str:
-    """SHA-256 of the embedded text (hex)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """SHA-256 of the embedding recipe and the job's text (hex): equal hashes mean an equal embedding."""
+    return hashlib.sha256(f"{RECIPE}\n{text}".encode("utf-8")).hexdigest()
