@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
+import threading
 
 from flask import Flask
 from werkzeug.serving import make_server
@@ -24,6 +26,13 @@ def _load_demo_if_empty(app: Flask) -> None:
 def run_all_in_one(app: Flask) -> int:
     """Serve on PORT until SIGINT/SIGTERM; return the exit code."""
     setup_logging(app.config)
+    port = app.config["PORT"]
+    try:
+        server = make_server("0.0.0.0", port, app, threaded=True)
+    except OSError as exc:
+        print(f"jobflow: cannot start: port {port} is not available ({exc.strerror}); set PORT to another port",
+              file=sys.stderr)
+        return 2
     with app.app_context():
         _load_demo_if_empty(app)
     worker = None
@@ -33,16 +42,13 @@ def run_all_in_one(app: Flask) -> int:
         worker.start()
     else:
         log.info("EMBEDDING_WORKER_ENABLED is false: no worker runs here; similar jobs use the fallback")
-    server = make_server("0.0.0.0", app.config["PORT"], app, threaded=True)
 
     def stop(signum, frame):
         log.info("received %s, shutting down", signal.Signals(signum).name)
         server.shutdown()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    port = app.config["PORT"]
     log.info("JobFlow Similar is up: http://127.0.0.1:%s/  (dashboard: /admin/embeddings, API: /api/jobs)", port)
-    import threading
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     serving.start()
     serving.join()
