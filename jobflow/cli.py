@@ -12,7 +12,8 @@ def register(app: Flask) -> None:
     """Attach every command to the app."""
     for command in (import_jobs_command, load_demo_command, worker_command, recompute_all_command,
                     retry_failed_command, clear_old_queue_command, env_example_command,
-                    migrate_embeddings_command, test_embeddings_command, rollback_command):
+                    migrate_embeddings_command, test_embeddings_command, rollback_command,
+                    check_alerts_command):
         app.cli.add_command(command)
 
 
@@ -209,3 +210,16 @@ def rollback_command(level_, dry_run, reenable, confirmation):
     else:
         click.echo("also set EMBEDDING_WORKER_ENABLED=false and stop the worker service "
                    "(systemctl stop jobflow-worker); lift with: flask --app app rollback --reenable")
+
+
+@click.command("check-alerts")
+@with_appcontext
+def check_alerts_command():
+    """Evaluate the alert rules once and send the emails that are due (for cron, beside the workers' own checks)."""
+    from flask import current_app
+    from .alerts import check_alerts
+    report = check_alerts(current_app._get_current_object())
+    click.echo(f"open: {', '.join(report.open) or 'none'}; opened: {len(report.opened)}; "
+               f"resolved: {len(report.resolved)}; emails sent: {len(report.sent)}; not sent: {len(report.failed)}")
+    for key, kind, reason in report.failed:
+        click.echo(f"  {kind} email for {key} not sent: {reason}")

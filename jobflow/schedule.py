@@ -36,6 +36,7 @@ JOBS: list[PeriodicJob] = [
                 first_run_now=False),
     PeriodicJob("recover-stuck", lambda w: w.recover_stuck(), _stuck_every),
     PeriodicJob("cleanup-queue", lambda w: w.cleanup(), lambda s: 3_600_000, lease=True),
+    PeriodicJob("check-alerts", lambda w: w.check_alerts(), lambda s: 60_000, lease=True),
     PeriodicJob("recompute-similarity", lambda w: w.recompute_if_due(), lambda s: 60_000, first_run_now=False),
 ]
 

@@ -4,8 +4,11 @@ from .queue_item import QueueItem
 from .worker_status import WorkerStatus
 from .user import AdminUser
 from .lease import Lease
+from .audit import AuditEntry
+from .metric import MetricSample
+from .alert import Alert, AlertState
 
-ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease)
+ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, MetricSample, Alert, AlertState)
 
 
 def ensure_indexes() -> None:
@@ -14,5 +17,5 @@ def ensure_indexes() -> None:
         document.ensure_indexes()
 
 
-__all__ = ["Embedding", "Job", "SimilarJob", "QueueItem", "WorkerStatus", "AdminUser", "Lease",
-           "ALL_DOCUMENTS", "ensure_indexes"]
+__all__ = ["Embedding", "Job", "SimilarJob", "QueueItem", "WorkerStatus", "AdminUser", "Lease", "AuditEntry",
+           "MetricSample", "Alert", "AlertState", "ALL_DOCUMENTS", "ensure_indexes"]

@@ -1,0 +1,300 @@
+"""Alert rules: ``gather`` reads the figures with a few indexed queries; ``assess`` decides, with no side effects.
+
+Every rule looks at a ``Snapshot`` and returns a ``Finding``, firing or not, so a
+resolved alert can show the figures that cleared it. ``evaluate`` keeps the
+firing ones. Nothing here sends mail or writes; the rules are tested with
+snapshots made by hand.
+
+What each rule measures:
+
+- ``failures``: queue items that failed in the last hour: items failed for good
+  whose ``finishedAt`` is within the hour (index ``finished``: status,
+  finishedAt), plus items still in the live queue (pending or processing)
+  whose ``errorHistory`` has an attempt within the hour (read through the
+  status prefix of ``claim_order``, so the cost is that of the live queue,
+  never of the kept history). Each item counts once, however many attempts
+  it failed; items that failed and then succeeded do not count. Fires above
+  ALERT_THRESHOLD_FAILURES.
+- ``queue``: pending items above ALERT_THRESHOLD_QUEUE_SIZE.
+- ``workers``: no live worker (not stopped, heartbeat within
+  WORKER_DEAD_THRESHOLD), and no worker at all has been heard from within
+  WORKER_DEAD_THRESHOLD, so a worker stopped cleanly for a deploy gets that
+  long to come back before anyone is told.
+- ``provider``: a live worker is ``degraded`` (the worker sets it with the
+  reason on a bad key or an unknown model), or RATE_LIMIT_REPEATS rate limits
+  or more within RATE_LIMIT_WINDOW. Rate limits are counted from the
+  ``rateLimitedAt`` times live workers record in their status, and from
+  queue errors within the window whose text says "rate limit".
+- ``coverage``: share of active jobs whose embedding is completed. Fires when
+  it is more than ALERT_COVERAGE_DROP below the highest coverage seen by the
+  checks of the last COVERAGE_WINDOW (so a drop is remembered for an hour,
+  not only until the next check a minute later), or below
+  ALERT_COVERAGE_MIN when that is set (0 = off).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+from ..timeutil import ms
+
+FAILURE_WINDOW = timedelta(hours=1)
+RATE_LIMIT_WINDOW = timedelta(minutes=15)
+RATE_LIMIT_REPEATS = 5
+COVERAGE_WINDOW = timedelta(hours=1)
+RATE_LIMIT_TEXT = "rate limit"
+
+# Dashboard pages that show each rule's figures (paths under PUBLIC_BASE_URL).
+PAGES = {
+    "failures": "/admin/embeddings/failures",
+    "queue": "/admin/embeddings/queue",
+    "workers": "/admin/embeddings/workers",
+    "provider": "/admin/embeddings/workers",
+    "coverage": "/admin/embeddings",
+}
+ALERTS_PAGE = "/admin/embeddings/alerts"
+
+
+@dataclass(frozen=True)
+class DegradedWorker:
+    """A live worker that says the provider does not work, and why."""
+    worker_id: str
+    reason: str
+    provider: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The figures the rules look at, read at ``at``."""
+    at: datetime
+    failed_final: int = 0                 # failed for good within FAILURE_WINDOW
+    failed_retrying: int = 0              # pending/processing items with a failed attempt within FAILURE_WINDOW
+    queue: dict = field(default_factory=dict)   # items per status
+    live_heartbeat: datetime | None = None      # newest heartbeat of a worker that is not stopped
+    last_heartbeat: datetime | None = None      # newest heartbeat of any worker, stopped ones too
+    live_workers: int = 0
+    degraded: tuple[DegradedWorker, ...] = ()
+    rate_limits: int = 0                  # rate-limit events within RATE_LIMIT_WINDOW
+    active_jobs: int = 0
+    embedded_jobs: int = 0                # active jobs whose embedding is completed
+    coverage_samples: tuple[tuple[datetime, float], ...] = ()  # earlier checks' coverage
+
+    @property
+    def failures(self) -> int:
+        """Queue items that failed in the last hour (see the module docstring)."""
+        return self.failed_final + self.failed_retrying
+
+    @property
+    def pending(self) -> int:
+        """Items waiting in the queue."""
+        return int(self.queue.get("pending", 0))
+
+    @property
+    def coverage(self) -> float | None:
+        """Share of active jobs with a completed embedding; None without active jobs."""
+        return self.embedded_jobs / self.active_jobs if self.active_jobs else None
+
+    def coverage_reference(self) -> float | None:
+        """The highest coverage of the checks within COVERAGE_WINDOW before this one."""
+        since = self.at - COVERAGE_WINDOW
+        values = [value for at, value in self.coverage_samples if since <= at < self.at]
+        return max(values) if values else None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one rule concluded: firing or not, with its figures and the page that shows them."""
+    key: str
+    firing: bool
+    severity: str
+    title: str
+    summary: str
+    figures: dict
+    page: str
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def duration_text(delta: timedelta) -> str:
+    """A short human duration: 45 s, 7 min, 2 h 5 min, 3 d 4 h."""
+    seconds = int(max(delta.total_seconds(), 0))
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 120:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def failures_rule(s: Snapshot, settings: dict) -> Finding:
+    """Too many queue items failed in the last hour."""
+    limit = settings["ALERT_THRESHOLD_FAILURES"]
+    return Finding(
+        key="failures", firing=s.failures > limit, severity="warning",
+        title="Embedding failures above the threshold",
+        summary=f"{s.failures} queue items failed in the last hour (alert above {limit})",
+        figures={"failed in the last hour": s.failures, "failed for good": s.failed_final,
+                 "failed an attempt, will retry": s.failed_retrying, "alert above": limit},
+        page=PAGES["failures"])
+
+
+def queue_rule(s: Snapshot, settings: dict) -> Finding:
+    """Too many items pending."""
+    limit = settings["ALERT_THRESHOLD_QUEUE_SIZE"]
+    return Finding(
+        key="queue", firing=s.pending > limit, severity="warning",
+        title="Embedding queue is backing up",
+        summary=f"{s.pending} items pending (alert above {limit})",
+        figures={"pending": s.pending, "processing": int(s.queue.get("processing", 0)),
+                 "failed": int(s.queue.get("failed", 0)), "alert above": limit},
+        page=PAGES["queue"])
+
+
+def workers_rule(s: Snapshot, settings: dict) -> Finding:
+    """No live worker for longer than WORKER_DEAD_THRESHOLD."""
+    limit = ms(settings["WORKER_DEAD_THRESHOLD"])
+    live_quiet = s.live_heartbeat is None or s.at - s.live_heartbeat > limit
+    all_quiet = s.last_heartbeat is None or s.at - s.last_heartbeat > limit
+    firing = live_quiet and all_quiet
+    if s.last_heartbeat is None:
+        summary = "no worker has ever reported"
+        silent = "never reported"
+    else:
+        silent = duration_text(s.at - s.last_heartbeat)
+        summary = (f"no worker has sent a heartbeat for {silent} (limit {duration_text(limit)})" if firing
+                   else f"live workers: {s.live_workers}")
+    return Finding(
+        key="workers", firing=firing, severity="critical",
+        title="No live embedding worker",
+        summary=summary,
+        figures={"live workers": s.live_workers, "last heartbeat": silent + (" ago" if s.last_heartbeat else ""),
+                 "dead after": duration_text(limit)},
+        page=PAGES["workers"])
+
+
+def provider_rule(s: Snapshot, settings: dict) -> Finding:
+    """The embedding provider does not work: a degraded worker, or repeated rate limits."""
+    rate_limited = s.rate_limits >= RATE_LIMIT_REPEATS
+    window = duration_text(RATE_LIMIT_WINDOW)
+    parts = [f"worker {w.worker_id}: {w.reason or 'degraded'}" for w in s.degraded[:3]]
+    if len(s.degraded) > 3:
+        parts.append(f"and {len(s.degraded) - 3} more degraded workers")
+    if rate_limited:
+        parts.append(f"{s.rate_limits} rate limits in the last {window}")
+    figures = {"degraded workers": len(s.degraded), f"rate limits in the last {window}": s.rate_limits,
+               "rate limits that alert": RATE_LIMIT_REPEATS}
+    if s.degraded:
+        first = s.degraded[0]
+        figures["reason"] = first.reason or "degraded"
+        if first.provider or first.model:
+            figures["provider"] = " ".join(p for p in (first.provider, first.model) if p)
+    return Finding(
+        key="provider", firing=bool(s.degraded) or rate_limited,
+        severity="critical" if s.degraded else "warning",
+        title="Embedding provider unhealthy",
+        summary="; ".join(parts) if parts else "provider healthy",
+        figures=figures, page=PAGES["provider"])
+
+
+def coverage_rule(s: Snapshot, settings: dict) -> Finding:
+    """Coverage of active jobs fell within the last hour, or is below the floor."""
+    coverage = s.coverage
+    reference = s.coverage_reference()
+    drop = settings["ALERT_COVERAGE_DROP"]
+    floor = settings["ALERT_COVERAGE_MIN"]
+    falling = coverage is not None and reference is not None and reference - coverage > drop + 1e-9
+    low = coverage is not None and floor > 0 and coverage < floor
+    if falling:
+        summary = f"coverage {_percent(coverage)} of active jobs, down from {_percent(reference)} within the hour"
+    elif low:
+        summary = f"coverage {_percent(coverage)} of active jobs, below {_percent(floor)}"
+    else:
+        summary = f"coverage {_percent(coverage)} of active jobs"
+    return Finding(
+        key="coverage", firing=falling or low, severity="warning",
+        title="Embedding coverage falling",
+        summary=summary,
+        figures={"coverage": _percent(coverage), "active jobs": s.active_jobs,
+                 "with a completed embedding": s.embedded_jobs,
+                 "highest in the last hour": _percent(reference), "alert on a drop of": _percent(drop),
+                 "alert below": _percent(floor) if floor > 0 else "off"},
+        page=PAGES["coverage"])
+
+
+RULES: list[Callable[[Snapshot, dict], Finding]] = [failures_rule, queue_rule, workers_rule, provider_rule,
+                                                     coverage_rule]
+
+
+def assess(snapshot: Snapshot, settings: dict) -> list[Finding]:
+    """Every rule's finding, firing or not."""
+    return [rule(snapshot, settings) for rule in RULES]
+
+
+def evaluate(snapshot: Snapshot, settings: dict) -> list[Finding]:
+    """The findings that fire."""
+    return [finding for finding in assess(snapshot, settings) if finding.firing]
+
+
+# ----- reading the figures -------------------------------------------------------------------------
+
+def gather(settings: dict, now: datetime) -> Snapshot:
+    """Read the figures the rules need: a handful of indexed counts and small reads."""
+    from ..models import AlertState, Job, QueueItem, WorkerStatus
+
+    items = QueueItem._get_collection()
+    # Not completed: its count reads every item kept for QUEUE_CLEANUP_DAYS, and no rule needs it.
+    counts = {"pending": 0, "processing": 0, "failed": 0}
+    for row in items.aggregate([{"$match": {"status": {"$in": list(counts)}}},
+                                {"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
+        counts[row["_id"]] = int(row["n"])
+    hour_ago = now - FAILURE_WINDOW
+    rate_since = now - RATE_LIMIT_WINDOW
+    failed_final = items.count_documents({"status": "failed", "finishedAt": {"$gte": hour_ago}})
+    failed_retrying = 0
+    rate_limits = 0
+    for doc in items.find({"status": {"$in": ["pending", "processing"]}, "errorHistory.at": {"$gte": hour_ago}},
+                          {"errorHistory": 1}):
+        failed_retrying += 1
+        rate_limits += sum(1 for entry in doc.get("errorHistory") or ()
+                           if _at_or_after(entry.get("at"), rate_since)
+                           and RATE_LIMIT_TEXT in str(entry.get("error", "")).lower())
+
+    statuses = WorkerStatus._get_collection()
+    dead_since = now - ms(settings["WORKER_DEAD_THRESHOLD"])
+    newest = [("lastHeartbeat", -1)]
+    live = statuses.find_one({"state": {"$ne": "stopped"}}, {"lastHeartbeat": 1}, sort=newest)
+    last = statuses.find_one({}, {"lastHeartbeat": 1}, sort=newest)
+    live_workers = statuses.count_documents({"state": {"$ne": "stopped"}, "lastHeartbeat": {"$gte": dead_since}})
+    degraded = tuple(
+        DegradedWorker(str(d.get("workerId", "")), str(d.get("reason") or ""), str(d.get("provider") or ""),
+                       str(d.get("model") or ""))
+        for d in statuses.find({"state": "degraded", "lastHeartbeat": {"$gte": dead_since}},
+                               {"workerId": 1, "reason": 1, "provider": 1, "model": 1}).sort(newest))
+    for d in statuses.find({"lastHeartbeat": {"$gte": dead_since}, "rateLimitedAt": {"$gte": rate_since}},
+                           {"rateLimitedAt": 1}):
+        rate_limits += sum(1 for at in d.get("rateLimitedAt") or () if _at_or_after(at, rate_since))
+
+    # One pass over the active jobs (through the status index) gives both figures of the coverage.
+    by_state = {row["_id"]: int(row["n"]) for row in Job._get_collection().aggregate([
+        {"$match": {"status": "active"}}, {"$group": {"_id": "$embedding.status", "n": {"$sum": 1}}}])}
+    active, embedded = sum(by_state.values()), by_state.get("completed", 0)
+    state = AlertState._get_collection().find_one({"_id": "coverage"}) or {}
+    samples = tuple((s["at"], float(s["coverage"])) for s in state.get("samples") or ()
+                    if isinstance(s.get("at"), datetime) and s.get("coverage") is not None)
+
+    return Snapshot(at=now, failed_final=failed_final, failed_retrying=failed_retrying, queue=counts,
+                    live_heartbeat=(live or {}).get("lastHeartbeat"), last_heartbeat=(last or {}).get("lastHeartbeat"),
+                    live_workers=live_workers, degraded=degraded, rate_limits=rate_limits,
+                    active_jobs=active, embedded_jobs=embedded, coverage_samples=samples)
+
+
+def _at_or_after(value, since: datetime) -> bool:
+    return isinstance(value, datetime) and value >= since
