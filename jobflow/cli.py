@@ -13,7 +13,7 @@ def register(app: Flask) -> None:
     for command in (import_jobs_command, load_demo_command, worker_command, recompute_all_command,
                     retry_failed_command, clear_old_queue_command, env_example_command,
                     migrate_embeddings_command, test_embeddings_command, rollback_command,
-                    check_alerts_command):
+                    check_alerts_command, benchmark_command):
         app.cli.add_command(command)
 
 
@@ -223,3 +223,41 @@ def check_alerts_command():
                f"resolved: {len(report.resolved)}; emails sent: {len(report.sent)}; not sent: {len(report.failed)}")
     for key, kind, reason in report.failed:
         click.echo(f"  {kind} email for {key} not sent: {reason}")
+
+
+def _markdown(rows: list[dict]) -> str:
+    """A Markdown table of rows that share their keys."""
+    if not rows:
+        return "(no rows)"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    def cell(value):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    lines += ["| " + " | ".join(cell(row.get(k, "")) for k in keys) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@click.command("benchmark")
+@click.option("--quick", is_flag=True, help="smaller sizes (about a minute instead of several)")
+@click.option("--only", type=click.Choice(["index", "pipeline", "dashboard"]), multiple=True,
+              help="run only these parts (repeatable)")
+def benchmark_command(quick, only):
+    """Run the project's benchmarks (each on its own throw-away database) and print their tables."""
+    import sys
+    from . import PROJECT_ROOT
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    from benchmarks import dashboard_bench, pipeline_bench, similarity_bench
+    parts = [
+        ("index", "Similarity index (in memory, 384 dimensions, top 10)",
+         lambda: similarity_bench.run([1000, 10000] if quick else [1000, 10000, 100000], 384, 10)),
+        ("pipeline", "Pipeline: claim, embed, store, lists (loopback OpenAI server answering in 200 ms; local model)",
+         lambda: pipeline_bench.run(jobs=500 if quick else 3000, local_jobs=50 if quick else 200)),
+        ("dashboard", "Dashboard pages (median of 5, signed in)",
+         lambda: dashboard_bench.run(items=10_000 if quick else 100_000, jobs=2_000 if quick else 20_000)),
+    ]
+    for key, title, run in parts:
+        if only and key not in only:
+            continue
+        click.echo(f"\n## {title}\n")
+        click.echo(_markdown(run()))
