@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Iterable
 
 from bson import ObjectId
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from .models import QueueItem
@@ -27,6 +27,7 @@ PRIORITY_BACKFILL = 5    # migration and re-embedding after a model change
 PRIORITY_RECOMPUTE = 1   # bulk re-embedding asked for by an admin
 
 ERROR_HISTORY_KEEP = 20
+CLAIM_ORDER = [("priority", -1), ("nextAttemptAt", 1), ("createdAt", 1)]
 
 
 @dataclass(frozen=True)
@@ -109,18 +110,26 @@ def enqueue_many(job_ids: Iterable, task_type: str = GENERATE_EMBEDDING, priorit
 
 def claim(owner: str, limit: int, task_type: str = GENERATE_EMBEDDING) -> list[dict]:
     """Atomically take up to ``limit`` due items for ``owner``, best first; each claim spends an attempt."""
-    claimed = []
-    now = utcnow()
-    for _ in range(limit):
-        doc = _coll().find_one_and_update(
-            {"status": "pending", "taskType": task_type, "nextAttemptAt": {"$lte": now}},
-            {"$set": {"status": "processing", "lockedBy": owner, "lockedAt": now, "updatedAt": now},
-             "$inc": {"attempts": 1}},
-            sort=[("priority", -1), ("nextAttemptAt", 1), ("createdAt", 1)],
-            return_document=ReturnDocument.AFTER)
-        if doc is None:
+    claimed: list[dict] = []
+    # One sorted read picks the candidates (a sorted find-and-modify per item scans the pending set
+    # once per item), then one update takes those still pending: each document's update is atomic and
+    # guarded by its state, so no item is claimed twice. A worker that loses a race for candidates
+    # reads the next ones: every lost round means others took items, so the loop ends.
+    while len(claimed) < limit:
+        wanted = limit - len(claimed)
+        now = utcnow()
+        due = {"status": "pending", "taskType": task_type, "nextAttemptAt": {"$lte": now}}
+        take = {"$set": {"status": "processing", "lockedBy": owner, "lockedAt": now, "updatedAt": now},
+                "$inc": {"attempts": 1}}
+        candidates = [d["_id"] for d in _coll().find(due, {"_id": 1}).sort(CLAIM_ORDER).limit(wanted)]
+        if not candidates:
             break
-        claimed.append(doc)
+        if _coll().update_many({"_id": {"$in": candidates}, **due}, take).modified_count:
+            # This owner claims one batch at a time, so lockedBy and lockedAt name exactly this round's items.
+            mine = {d["_id"]: d for d in _coll().find({"_id": {"$in": candidates}, "status": "processing",
+                                                      "lockedBy": owner, "lockedAt": now})}
+            have = {d["_id"] for d in claimed}
+            claimed += [mine[i] for i in candidates if i in mine and i not in have]
     return claimed
 
 
@@ -215,10 +224,14 @@ def recover_stuck(timeout: timedelta) -> int:
     return recovered
 
 
-def release_worker(owner: str) -> int:
-    """Give back every item a (dead) worker holds; how many."""
+def release_worker(owner: str, refund_attempt: bool = False) -> int:
+    """Give back every item a worker holds; how many.
+
+    A worker stopping cleanly refunds the attempt; a dead worker's items keep it spent (the item may be
+    what killed it, and QUEUE_MAX_ATTEMPTS must end such a loop).
+    """
     ids = [d["_id"] for d in _coll().find({"status": "processing", "lockedBy": owner}, {"_id": 1})]
-    return release(ids, owner, refund_attempt=False)
+    return release(ids, owner, refund_attempt=refund_attempt)
 
 
 def remove_pending(job_id) -> int:

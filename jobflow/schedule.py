@@ -29,14 +29,17 @@ def _stuck_every(s: dict) -> int:
     return max(5000, min(60000, s["QUEUE_STUCK_TIMEOUT"] // 4))
 
 
+def _sync_every(s: dict) -> int:
+    # At least a second apart: each sync scans the jobs and re-reads the last SYNC_MARGIN (5 s) of changes.
+    return max(1000, min(s["EMBEDDING_WORKER_INTERVAL"], 5000))
+
+
 JOBS: list[PeriodicJob] = [
     PeriodicJob("process-queue", lambda w: w.process_queue(), lambda s: s["EMBEDDING_WORKER_INTERVAL"]),
     PeriodicJob("heartbeat", lambda w: w.heartbeat(), lambda s: s["WORKER_HEARTBEAT_INTERVAL"], first_run_now=False),
-    PeriodicJob("sync-index", lambda w: w.sync_index(), lambda s: min(s["EMBEDDING_WORKER_INTERVAL"], 5000),
-                first_run_now=False),
+    PeriodicJob("sync-index", lambda w: w.sync_index(), _sync_every, first_run_now=False),
     PeriodicJob("recover-stuck", lambda w: w.recover_stuck(), _stuck_every),
     PeriodicJob("cleanup-queue", lambda w: w.cleanup(), lambda s: 3_600_000, lease=True),
-    PeriodicJob("check-alerts", lambda w: w.check_alerts(), lambda s: 60_000, lease=True),
     PeriodicJob("recompute-similarity", lambda w: w.recompute_if_due(), lambda s: 60_000, first_run_now=False),
 ]
 

@@ -52,8 +52,9 @@ class Worker:
     """Processes the embedding queue; see the module docstring."""
 
     def __init__(self, settings: dict, provider: EmbeddingProvider | None = None, worker_id: str | None = None,
-                 memory_probe=None):
+                 memory_probe=None, app=None):
         self.settings = settings
+        self.app = app                 # for work that needs an app context (alert emails)
         self.provider = provider or get_provider(settings)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.policy = queue.QueuePolicy.from_settings(settings)
@@ -78,7 +79,7 @@ class Worker:
     @classmethod
     def from_app(cls, app, **kwargs) -> "Worker":
         """A worker configured from a Flask app's settings."""
-        return cls(dict(app.config), **kwargs)
+        return cls(dict(app.config), app=app, **kwargs)
 
     # ----- life cycle -------------------------------------------------------------------------
     def start(self, scheduler: bool = True) -> None:
@@ -105,7 +106,7 @@ class Worker:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         finished = self._busy.acquire(timeout=max(timeout, 0.01))
-        released = queue.release_worker(self.worker_id)
+        released = queue.release_worker(self.worker_id, refund_attempt=True)
         if finished:
             self._busy.release()
         self.state = "stopped"
@@ -120,7 +121,7 @@ class Worker:
         while not self.stopping.is_set():
             if time.monotonic() < self.blocked_until:
                 break
-            if not self._memory_ok():
+            if not self._enabled() or not self._memory_ok():
                 break
             with self._busy:
                 if self.stopping.is_set():
@@ -151,6 +152,13 @@ class Worker:
     def cleanup(self) -> int:
         """Delete finished queue items past QUEUE_CLEANUP_DAYS (the TTL index does it too)."""
         return queue.clear_old(self.settings["QUEUE_CLEANUP_DAYS"])
+
+    def check_alerts(self):
+        """Evaluate the alert rules and send the emails that are due (leased: one process at a time)."""
+        if self.app is not None:
+            from .alerts import check_alerts
+            return check_alerts(self.app)
+        return None
 
     def sync_index(self) -> None:
         """Bring the similarity index in step with changes made by other processes."""
@@ -232,13 +240,16 @@ class Worker:
         groups = self.provider.batches(["\n".join(w[2]) for w in work], inputs_each=TEXTS_PER_JOB)
         pending = [[work[i] for i in group] for group in groups]
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="embed") as pool:
-            futures = {pool.submit(self.provider.embed, _flat(group)): group for group in pending}
+            futures = {pool.submit(self._call, _flat(group)): group for group in pending}
             while futures:
                 done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
                 for future in done:
                     group = futures.pop(future)
                     try:
                         self._store(group, future.result())
+                    except _Held:
+                        wait_s = max(self.blocked_until - time.monotonic(), 0.0)
+                        queue.release([w[0]["_id"] for w in group], self.worker_id, delay=timedelta(seconds=wait_s))
                     except RateLimited as exc:
                         self._on_rate_limit(group, exc)
                     except ConfigurationError as exc:
@@ -247,7 +258,7 @@ class Worker:
                         if len(group) > 1:
                             # One text may be the cause: try each alone so the others go through.
                             for one in group:
-                                futures[pool.submit(self.provider.embed, _flat([one]))] = [one]
+                                futures[pool.submit(self._call, _flat([one]))] = [one]
                         else:
                             self._fail(group, str(exc), retryable=False)
                     except ProviderError as exc:
@@ -255,6 +266,20 @@ class Worker:
                     except Exception as exc:  # one failing call never stops the loop
                         log.error("batch %s: unexpected error: %s", batch_id, exc)
                         self._fail(group, f"unexpected error: {type(exc).__name__}", retryable=True)
+
+    def _call(self, texts: list[str]):
+        """One provider call, unless a rate limit or a configuration error told this worker to wait."""
+        if time.monotonic() < self.blocked_until:
+            raise _Held()
+        try:
+            return self.provider.embed(texts)
+        except RateLimited as exc:
+            # Set in the calling thread, so the batch's next queued call already sees it.
+            self.blocked_until = max(self.blocked_until, time.monotonic() + max(exc.retry_after, 0.5))
+            raise
+        except ConfigurationError:
+            self.blocked_until = max(self.blocked_until, time.monotonic() + CONFIG_ERROR_RETRY.total_seconds())
+            raise
 
     def _store(self, group, result) -> None:
         """Write each valid vector, then its lists, then complete its item (in that order)."""
@@ -287,6 +312,9 @@ class Worker:
     def _on_rate_limit(self, group, exc: RateLimited) -> None:
         delay = max(exc.retry_after, 0.5)
         self.blocked_until = max(self.blocked_until, time.monotonic() + delay)
+        # Recorded for the "provider unhealthy" alert: rate limits spend no attempt and leave no queue error.
+        WorkerStatus._get_collection().update_one({"workerId": self.worker_id},
+                                                  {"$push": {"rateLimitedAt": {"$each": [utcnow()], "$slice": -20}}})
         queue.release([w[0]["_id"] for w in group], self.worker_id, delay=timedelta(seconds=delay))
         log.warning("rate limited: %d items wait %.1fs (no attempt spent)", len(group), delay)
 
@@ -317,6 +345,21 @@ class Worker:
             self.tokens += tokens
         if processed and self.state == "degraded" and time.monotonic() >= self.blocked_until:
             self.state, self.reason = "running", ""
+
+    def _enabled(self) -> bool:
+        """False while a rollback (level 1 or more) is in force: claim nothing."""
+        from . import rollback
+        if rollback.level():
+            if self.state != "stopped":
+                log.warning("rollback in force: this worker claims nothing until it is lifted")
+                self.state, self.reason = "stopped", "disabled by rollback"
+                self._write_status()
+            return False
+        if self.reason == "disabled by rollback":
+            log.info("rollback lifted: claiming again")
+            self.state, self.reason = "running", ""
+            self._write_status()
+        return True
 
     def _memory_fraction(self) -> float:
         return psutil.Process().memory_info().rss / available_memory()
@@ -349,6 +392,10 @@ class Worker:
                      "memory": {"rss": rss, "fraction": round(rss / available_memory(), 4)},
                      "indexSize": len(self.lists) if self.lists else 0},
             "$setOnInsert": {"startedAt": utcnow()}}, upsert=True)
+
+
+class _Held(Exception):
+    """A provider call not made: the provider told this worker to wait (rate limit, configuration error)."""
 
 
 def _flat(group) -> list[str]:

@@ -45,6 +45,10 @@ class Job(Document):
             "embedding.status",
             "similarJobs.jobId",
             "externalId",
+            # Dashboard: coverage by model, tokens per minute, case-insensitive title prefix search.
+            {"fields": ["embedding.status", "embedding.model"], "name": "embedding_status_model"},
+            {"fields": ["embedding.generatedAt"], "name": "embedding_generated"},
+            {"fields": ["title"], "name": "title_ci", "collation": {"locale": "en", "strength": 2}},
         ],
     }
 

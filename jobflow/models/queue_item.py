@@ -21,6 +21,10 @@ class QueueItem(Document):
             {"fields": ["status", "lockedAt"], "name": "stuck"},
             {"fields": ["lockedBy"], "name": "owner"},
             {"fields": ["status", "finishedAt"], "name": "finished"},
+            # Dashboard: newest first per state (and per task), keyset pages by _id; items of one job.
+            {"fields": ["status", "-id"], "name": "status_newest"},
+            {"fields": ["taskType", "status", "-id"], "name": "task_status_newest"},
+            {"fields": ["jobId"], "name": "job"},
             # Completed and skipped items carry expiresAt; the server deletes them then.
             {"fields": ["expiresAt"], "name": "expire", "expireAfterSeconds": 0},
         ],

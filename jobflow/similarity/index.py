@@ -177,6 +177,14 @@ class VectorIndex:
         np.clip(scores, -1.0, 1.0, out=scores)
         return np.fromiter(keys, dtype=object, count=len(keys)), scores
 
+    def scores_many(self, queries: np.ndarray):
+        """Cosine scores of several queries against all rows in one GEMM: (ids, scores of shape (b, n))."""
+        q = self._normalise_batch([f"<query {i}>" for i in range(len(queries))], queries)
+        with self._lock:
+            keys = np.fromiter(self._ids, dtype=object, count=self._n)
+            scores = self._scores(q)
+        return keys, scores
+
     def all_top_k(
         self, k: int, min_score: float = -1.0, block_size: int = 500
     ) -> Iterator[tuple[list, list[Neighbours]]]:

