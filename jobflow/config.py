@@ -272,3 +272,12 @@ def env_example() -> str:
         lines.append(f"# {setting.help}")
         lines.append(f"{setting.name}={setting.default}")
     return "\n".join(lines) + "\n"
+
+
+def readme_table() -> str:
+    """The README's configuration table (kept current by a test)."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for setting in SETTINGS:
+        default = f"`{setting.default}`" if setting.default else "(empty)"
+        rows.append(f"| `{setting.name}` | {default} | {setting.help} |")
+    return "\n".join(rows) + "\n"

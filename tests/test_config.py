@@ -81,3 +81,10 @@ def test_start_up_with_bad_value_prints_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "QUEUE_RETRY_DELAYS='soon'" in lines[0]
+
+
+def test_readme_settings_table_is_current():
+    from jobflow.config import readme_table
+    readme = (ROOT / "README.md").read_text()
+    start, end = readme.index("<!-- settings:start -->\n"), readme.index("<!-- settings:end -->")
+    assert readme[start + len("<!-- settings:start -->\n"):end] == readme_table()
