@@ -51,10 +51,13 @@ def _configure_web(app: Flask) -> None:
     _instance_secret(app, "ADMIN_API_TOKEN", "api_token")
     app.config["MAX_CONTENT_LENGTH"] = app.config["API_MAX_BODY_BYTES"]
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    # Flask pre-sets SESSION_COOKIE_SAMESITE to None, so setdefault would never apply.
+    app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
     app.config.setdefault("REMEMBER_COOKIE_HTTPONLY", True)
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     app.json.sort_keys = False
+    from .auth.headers import security_headers
+    app.after_request(security_headers)
 
 
 def _register_extensions(app: Flask) -> None:
@@ -80,10 +83,14 @@ def _register_blueprints(app: Flask) -> None:
     from .extensions import csrf
     from .jobs import JobNotFound, ValidationError
     from .web import bp as web_bp
+    from .admin import bp as admin_bp
+    from .auth import bp as auth_bp
     from werkzeug.exceptions import HTTPException
 
     app.register_blueprint(api_bp)
     app.register_blueprint(web_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(admin_bp)
     from .prometheus import bp as metrics_bp
     app.register_blueprint(metrics_bp)
     csrf.exempt(api_bp)  # the API authenticates with a Bearer token, not a cookie

@@ -10,6 +10,8 @@ from flask.cli import with_appcontext
 
 def register(app: Flask) -> None:
     """Attach every command to the app."""
+    from .auth.cli import register as register_auth_commands
+    register_auth_commands(app)
     for command in (import_jobs_command, load_demo_command, worker_command, recompute_all_command,
                     retry_failed_command, clear_old_queue_command, env_example_command,
                     migrate_embeddings_command, test_embeddings_command, rollback_command,

@@ -9,7 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import queue
 from .embeddings import provider_model
-from .models import Job, WorkerStatus
+from .models import WorkerStatus
 from .timeutil import ms, utcnow
 
 bp = Blueprint("metrics", __name__)
@@ -22,19 +22,17 @@ class PipelineCollector:
         self.settings = settings
 
     def collect(self):
-        coll = Job._get_collection()
-        active = coll.count_documents({"status": "active"})
-        embedded = coll.count_documents({"status": "active", "embedding.status": "completed",
-                                         "embedding.model": provider_model(self.settings)})
-        jobs = GaugeMetricFamily("jobflow_jobs", "Jobs by status", labels=["status"])
-        for status in ("active", "closed", "draft", "expired"):
-            jobs.add_metric([status], active if status == "active" else coll.count_documents({"status": status}))
-        yield jobs
-        yield GaugeMetricFamily("jobflow_jobs_embedded", "Active jobs with a current embedding", value=embedded)
-        yield GaugeMetricFamily("jobflow_embedding_coverage_ratio", "Embedded active jobs / active jobs",
-                                value=(embedded / active) if active else 1.0)
-        items = GaugeMetricFamily("jobflow_queue_items", "Queue items by status", labels=["status"])
-        for status, count in queue.counts().items():
+        from .admin import samples, stats
+        # The dashboard's own counting: live where cheap, from the worker's minute sample where large.
+        jobs = stats.job_counts_live(provider_model(self.settings))
+        total, current = jobs["jobsTotal"], jobs["jobsCurrent"]
+        yield GaugeMetricFamily("jobflow_jobs", "Jobs in the database", value=total)
+        yield GaugeMetricFamily("jobflow_jobs_embedded", "Jobs with a current embedding", value=current)
+        yield GaugeMetricFamily("jobflow_jobs_embedding_failed", "Jobs whose embedding failed", value=jobs["jobsFailed"])
+        yield GaugeMetricFamily("jobflow_embedding_coverage_ratio", "Jobs with a current embedding / all jobs",
+                                value=(current / total) if total else 1.0)
+        items = GaugeMetricFamily("jobflow_queue_items", "Queue items waiting, in flight or failed", labels=["status"])
+        for status, count in stats.queue_counts(samples.latest_sample()).values.items():
             items.add_metric([status], count)
         yield items
         alive_after = utcnow() - ms(self.settings["WORKER_DEAD_THRESHOLD"])
@@ -59,6 +57,13 @@ class PipelineCollector:
         hour_ago = utcnow() - timedelta(hours=1)
         yield GaugeMetricFamily("jobflow_queue_failed_last_hour", "Items failed for good in the last hour",
                                 value=queue._coll().count_documents({"status": "failed", "finishedAt": {"$gte": hour_ago}}))
+        sample = samples.latest_sample()
+        if sample:
+            for key, name, help_text in (("completed", "jobflow_completed_last_minute", "Items completed in the last sampled minute"),
+                                         ("p50Ms", "jobflow_queue_latency_p50_ms", "Queued to done, median, last sampled minute"),
+                                         ("p95Ms", "jobflow_queue_latency_p95_ms", "Queued to done, 95th percentile")):
+                if isinstance(sample.get(key), (int, float)):
+                    yield GaugeMetricFamily(name, help_text, value=sample[key])
 
 
 @bp.get("/metrics")

@@ -213,6 +213,22 @@ def release(item_ids: Iterable, owner: str, delay: timedelta = timedelta(0), ref
     return released
 
 
+def discard(item_id, who: str, policy: QueuePolicy) -> str | None:
+    """Take a pending or failed item out of the queue (an admin's decision): skipped, marked discarded.
+
+    Returns the status it had, or None when it was neither pending nor failed (or changed meanwhile).
+    """
+    item = _coll().find_one({"_id": _oid(item_id)}, {"status": 1})
+    if item is None or item["status"] not in ("pending", "failed"):
+        return None
+    now = utcnow()
+    update = _finish_update("skipped", policy, now)
+    update["lastError"] = f"discarded by {who}"
+    result = _coll().update_one({"_id": item["_id"], "status": item["status"]},
+                                {"$set": update, "$unset": {"lockedBy": "", "lockedAt": ""}})
+    return item["status"] if result.modified_count else None
+
+
 def recover_stuck(timeout: timedelta) -> int:
     """Return items held longer than ``timeout`` (their worker died) to pending; how many."""
     cutoff = utcnow() - timeout
@@ -240,19 +256,38 @@ def remove_pending(job_id) -> int:
 
 
 def retry_failed(query: dict | None = None) -> int:
-    """Failed items back to pending with fresh attempts; how many."""
+    """Failed items back to pending with fresh attempts; how many.
+
+    A failed item whose job already has a pending item is settled by that one and is deleted instead.
+    """
     now = utcnow()
-    count = 0
     match = {"status": "failed", **(query or {})}
-    for doc in _coll().find(match, {"_id": 1}):
-        try:
-            count += _coll().update_one(
-                {"_id": doc["_id"], "status": "failed"},
-                {"$set": {"status": "pending", "attempts": 0, "nextAttemptAt": now, "updatedAt": now},
-                 "$unset": {"finishedAt": "", "expiresAt": ""}}).modified_count
-        except DuplicateKeyError:
-            # The job is already pending under another item: this failure is settled.
-            count += _coll().delete_one({"_id": doc["_id"], "status": "failed"}).deleted_count
+    failed = list(_coll().find(match, {"_id": 1, "jobId": 1, "taskType": 1}))
+    if not failed:
+        return 0
+    pending = {(d["jobId"], d["taskType"]) for d in _coll().find(
+        {"status": "pending", "jobId": {"$in": list({d["jobId"] for d in failed})}}, {"jobId": 1, "taskType": 1})}
+    settled, retry, seen = [], [], set(pending)
+    for doc in failed:
+        key = (doc["jobId"], doc.get("taskType"))
+        (settled if key in seen else retry).append(doc["_id"])
+        seen.add(key)   # two failed items of one job: only the first goes back
+    count = _coll().delete_many({"_id": {"$in": settled}, "status": "failed"}).deleted_count if settled else 0
+    try:
+        count += _coll().update_many(
+            {"_id": {"$in": retry}, "status": "failed"},
+            {"$set": {"status": "pending", "attempts": 0, "nextAttemptAt": now, "updatedAt": now},
+             "$unset": {"finishedAt": "", "expiresAt": ""}}).modified_count
+    except DuplicateKeyError:
+        # A pending item appeared meanwhile for one of these jobs: fall back to one at a time.
+        for item_id in retry:
+            try:
+                count += _coll().update_one(
+                    {"_id": item_id, "status": "failed"},
+                    {"$set": {"status": "pending", "attempts": 0, "nextAttemptAt": now, "updatedAt": now},
+                     "$unset": {"finishedAt": "", "expiresAt": ""}}).modified_count
+            except DuplicateKeyError:
+                count += _coll().delete_one({"_id": item_id, "status": "failed"}).deleted_count
     return count
 
 

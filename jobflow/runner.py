@@ -35,6 +35,10 @@ def run_all_in_one(app: Flask) -> int:
         return 2
     with app.app_context():
         _load_demo_if_empty(app)
+        from .auth.users import first_run_notice
+        notice = first_run_notice()
+        if notice:
+            print(notice, file=sys.stderr)
     worker = None
     if app.config["EMBEDDING_WORKER_ENABLED"]:
         from .worker import Worker

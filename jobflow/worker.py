@@ -153,6 +153,11 @@ class Worker:
         """Delete finished queue items past QUEUE_CLEANUP_DAYS (the TTL index does it too)."""
         return queue.clear_old(self.settings["QUEUE_CLEANUP_DAYS"])
 
+    def record_metrics(self):
+        """Write this minute's sample for the dashboard's charts (the first worker each minute does it)."""
+        from .admin.metrics import record_sample
+        return record_sample(self.settings)
+
     def check_alerts(self):
         """Evaluate the alert rules and send the emails that are due (leased: one process at a time)."""
         if self.app is not None:

@@ -3,7 +3,7 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-from . import errors, jobs, similar  # noqa: E402,F401  (routes register on import)
+from . import admin, errors, health, jobs, openapi, similar  # noqa: E402,F401  (routes register on import)
 
 
 @bp.after_request
