@@ -416,3 +416,47 @@ def test_an_email_due_in_two_processes_at_once_goes_out_once(mail_app, smtp):
     assert len(smtp.inbox.messages) == 1
     with pytest.raises(NotUniqueError):                            # and never two open alerts of one rule
         Alert(key="queue", status="open", title="again").save()
+
+
+def test_dashboard_sends_a_test_email_after_confirmation(make_app, tmp_path):
+    """The alerts page's "send a test email": a confirmation first, then one email through the real SMTP server."""
+    import re
+    from aiosmtpd.controller import Controller
+
+    from jobflow.db import free_port
+    from jobflow.models import AdminUser
+
+    class Inbox:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.messages.append(envelope)
+            return "250 OK"
+
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        app = make_app(MAIL_SERVER="127.0.0.1", MAIL_PORT=port, MAIL_USE_TLS=False, MAIL_SUPPRESS_SEND=False,
+                       ALERT_EMAIL_TO=["ops@example.com"])
+        client = app.test_client()
+        with app.app_context():
+            user = AdminUser(email="admin@example.com", role="admin")
+            user.set_password("correct horse battery")
+            user.save()
+        page = client.get("/login").get_data(as_text=True)
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+        client.post("/login", data={"email": "admin@example.com", "password": "correct horse battery",
+                                    "csrf_token": token})
+        alerts = client.get("/admin/embeddings/alerts").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', alerts).group(1)
+        ask = client.post("/admin/embeddings/alerts/test-email", data={"csrf_token": token})
+        assert ask.status_code == 200 and "ops@example.com" in ask.get_data(as_text=True)
+        assert inbox.messages == []                      # nothing sent before the confirmation
+        done = client.post("/admin/embeddings/alerts/test-email", data={"csrf_token": token, "confirm": "yes"},
+                           follow_redirects=True)
+        assert done.status_code == 200
+        assert len(inbox.messages) == 1 and inbox.messages[0].rcpt_tos == ["ops@example.com"]
+    finally:
+        controller.stop()

@@ -288,3 +288,23 @@ def requeue_job(job_id):
                                           duration="the next free worker takes it (live priority)"),
                            lambda: actions.requeue_job(_actor(), job_id), url_for("admin.job", job_id=job_id),
                            lambda created: "Queued." if created else "It was already pending; its priority is raised.")
+
+
+@bp.post("/embeddings/alerts/test-email")
+@admin_required
+def test_email():
+    """Send a test email to ALERT_EMAIL_TO with the MAIL_* settings (even when alert emails are off)."""
+    from ..alerts import send_test_email
+    recipients = ", ".join(_settings()["ALERT_EMAIL_TO"]) or "(ALERT_EMAIL_TO is empty)"
+
+    def run():
+        result = send_test_email(current_app._get_current_object())
+        actions.audit(_actor(), "test-email", recipients, 1 if result.ok else 0, ok=result.ok)
+        if not result.ok:
+            raise ActionRefused(result.message)
+        return result.message
+    return _confirm_or_run(lambda: Impact("test-email", f"Send a test email to {recipients}", 1, None, unit="email",
+                                          notes=[f"Through {_settings().get('MAIL_SERVER') or '(no MAIL_SERVER)'}:"
+                                                 f"{_settings().get('MAIL_PORT')}."],
+                                          duration="at once"),
+                           run, url_for("admin.alerts"), lambda message: message)
