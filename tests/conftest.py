@@ -1,7 +1,6 @@
 """Fixtures: one real SecantusDB server per test session, a fresh database per test."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -82,6 +81,52 @@ def client(app):
 @pytest.fixture
 def auth_headers():
     return {"Authorization": "Bearer test-token"}
+
+
+@pytest.fixture
+def fast_hashing(monkeypatch):
+    """Cheap password hashes in tests (production keeps werkzeug's scrypt default)."""
+    from functools import partial
+    from werkzeug.security import generate_password_hash
+    fast = partial(generate_password_hash, method="pbkdf2:sha256:1000")
+    monkeypatch.setattr("jobflow.models.user.generate_password_hash", fast)
+    monkeypatch.setattr("jobflow.auth.users._DUMMY_HASH", fast("not-a-real-password"))
+
+
+def csrf_from(html: str) -> str:
+    """The csrf_token of the first form in a page."""
+    import re
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+
+
+@pytest.fixture
+def sign_in(client, fast_hashing):
+    """Sign ``client`` in as a new user of ``role``; returns the session's CSRF token."""
+    from jobflow.auth.users import create_user
+
+    def go(role="admin", email=None, password="correct horse"):
+        email = email or f"{role}@example.com"
+        create_user(email, password, role)
+        token = csrf_from(client.get("/login").get_data(as_text=True))
+        response = client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return token
+    return go
+
+
+@pytest.fixture
+def admin(client, sign_in):
+    """The test client, signed in as an admin; ``client.token`` is its CSRF token."""
+    client.token = sign_in("admin")
+    return client
+
+
+@pytest.fixture
+def server():
+    """A loopback server speaking the OpenAI embeddings API (1536 floats, like text-embedding-3-small)."""
+    from jobflow.testing.openai_server import EmbeddingsServer
+    with EmbeddingsServer() as s:
+        yield s
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,31 +1,16 @@
 """Dashboard actions: confirm with impact first, then act through jobflow.queue, always audited."""
 import re
 from datetime import timedelta
-from functools import partial
 
 import pytest
 from bson import ObjectId
-from werkzeug.security import generate_password_hash
 
 from jobflow.admin import actions, stats
-from jobflow.auth.users import create_user
 from jobflow.models import AuditEntry, Job, Lease, QueueItem, WorkerStatus
 from jobflow.timeutil import utcnow
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    monkeypatch.setattr("jobflow.models.user.generate_password_hash",
-                        partial(generate_password_hash, method="pbkdf2:sha256:1000"))
-
-
-@pytest.fixture
-def admin(client):
-    create_user("admin@example.com", "correct horse", "admin")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
-    client.post("/login", data={"email": "admin@example.com", "password": "correct horse", "csrf_token": token})
-    client.token = token
-    return client
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def add_item(status="failed", error="boom", job_id=None, **extra):

@@ -1,28 +1,14 @@
 """The admin JSON API: Bearer token or an admin session with CSRF; the same functions as the pages."""
-import re
 from datetime import timedelta
-from functools import partial
 
 import pytest
 from bson import ObjectId
-from werkzeug.security import generate_password_hash
 
-from jobflow.auth.users import create_user
 from jobflow.models import AuditEntry, QueueItem, WorkerStatus
 from jobflow.timeutil import utcnow
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    monkeypatch.setattr("jobflow.models.user.generate_password_hash",
-                        partial(generate_password_hash, method="pbkdf2:sha256:1000"))
-
-
-def sign_in(client, role):
-    create_user(f"{role}@example.com", "correct horse", role)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
-    client.post("/login", data={"email": f"{role}@example.com", "password": "correct horse", "csrf_token": token})
-    return token
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def add_failed(n=1, status="failed"):
@@ -80,8 +66,8 @@ def test_actions_with_the_token(client, auth_headers):
     assert cleared.status_code == 200
 
 
-def test_session_access(client):
-    token = sign_in(client, "admin")
+def test_session_access(client, sign_in):
+    token = sign_in("admin")
     add_failed(1)
     assert client.get("/api/admin/embeddings/status").status_code == 200
     no_csrf = client.post("/api/admin/embeddings/retry-failed")
@@ -91,8 +77,8 @@ def test_session_access(client):
     assert AuditEntry.objects.get(action="retry-failed").actor == "admin@example.com"
 
 
-def test_viewer_session_reads_but_cannot_act(client):
-    token = sign_in(client, "viewer")
+def test_viewer_session_reads_but_cannot_act(client, sign_in):
+    token = sign_in("viewer")
     add_failed(1)
     assert client.get("/api/admin/embeddings/queue").status_code == 200
     refused = client.post("/api/admin/embeddings/retry-failed", headers={"X-CSRFToken": token})

@@ -1,20 +1,13 @@
 """Dashboard access: sign-in, roles enforced on the server, CSRF, rate limit, cookies, CSP, create-admin."""
 import re
-from functools import partial
 
 import pytest
-from werkzeug.security import generate_password_hash
 
 from jobflow.auth.users import UserError, authenticate, create_user, first_run_notice
 from jobflow.models import AdminUser, AuditEntry, QueueItem
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    """Cheap password hashes in tests (production keeps werkzeug's scrypt default)."""
-    fast = partial(generate_password_hash, method="pbkdf2:sha256:1000")
-    monkeypatch.setattr("jobflow.models.user.generate_password_hash", fast)
-    monkeypatch.setattr("jobflow.auth.users._DUMMY_HASH", fast("not-a-real-password"))
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def csrf_token(client, path="/login"):

@@ -1,15 +1,12 @@
 """Dashboard pages: what they show, escaping, live fragments, filters, keyset pages, grouping, search."""
 import re
 from datetime import timedelta
-from functools import partial
 
 import numpy as np
 import pytest
 from bson import ObjectId
-from werkzeug.security import generate_password_hash
 
 from jobflow.admin import stats
-from jobflow.auth.users import create_user
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_to_bson
 from jobflow.timeutil import utcnow
@@ -17,19 +14,7 @@ from jobflow.timeutil import utcnow
 MODEL = "multilingual-e5-small"
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    monkeypatch.setattr("jobflow.models.user.generate_password_hash",
-                        partial(generate_password_hash, method="pbkdf2:sha256:1000"))
-
-
-@pytest.fixture
-def admin(client):
-    create_user("admin@example.com", "correct horse", "admin")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
-    assert client.post("/login", data={"email": "admin@example.com", "password": "correct horse",
-                                       "csrf_token": token}).status_code == 302
-    return client
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def add_job(title="Backend Developer", status="completed", model=MODEL, **extra):

@@ -1,5 +1,4 @@
 """flask migrate-embeddings and flask test-embeddings."""
-from bson import ObjectId
 
 from jobflow.embeddings.text import job_text, text_hash
 from jobflow.models import Job, QueueItem

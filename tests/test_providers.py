@@ -14,7 +14,6 @@ from jobflow.embeddings.openai_provider import OpenAIProvider
 from jobflow.embeddings.text import TEXTS_PER_JOB, embedded_texts
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_from_bson
-from jobflow.testing.openai_server import EmbeddingsServer
 from jobflow.timeutil import utcnow
 from jobflow.worker import Worker
 
@@ -22,13 +21,6 @@ KEY = "sk-test-loopback"
 TEXTS = [("Registered Nurse", "Care for patients on the night shift in the surgery ward."),
          ("Nurse", "Patient care in the surgery ward, night shifts."),
          ("Python Developer", "Build REST APIs in Python with Django and PostgreSQL.")]
-
-
-@pytest.fixture
-def server():
-    """A loopback OpenAI server (1536 floats, like text-embedding-3-small)."""
-    with EmbeddingsServer() as s:
-        yield s
 
 
 @pytest.fixture

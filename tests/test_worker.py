@@ -9,17 +9,10 @@ import pytest
 from jobflow import queue
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_from_bson
-from jobflow.testing.openai_server import EmbeddingsServer
 from jobflow.timeutil import utcnow
 from jobflow.worker import Worker
 
 KEY = "sk-test-loopback"
-
-
-@pytest.fixture
-def server():
-    with EmbeddingsServer() as s:
-        yield s
 
 
 @pytest.fixture

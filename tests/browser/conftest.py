@@ -1,11 +1,9 @@
 """Browser fixtures: one Chromium for the session, the app served on a free loopback port per test."""
 import re
 import threading
-from functools import partial
 from pathlib import Path
 
 import pytest
-from werkzeug.security import generate_password_hash
 from werkzeug.serving import make_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -14,10 +12,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SHOTS = Path("/tmp/jobflow-shots")
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    monkeypatch.setattr("jobflow.models.user.generate_password_hash",
-                        partial(generate_password_hash, method="pbkdf2:sha256:1000"))
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 @pytest.fixture(scope="session")
