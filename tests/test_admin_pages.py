@@ -176,7 +176,9 @@ def test_jobs_search_and_detail(admin):
     add_item(job, "completed")
     by_prefix = admin.get("/admin/embeddings/jobs?q=PYTHON").get_data(as_text=True)
     assert "Python Developer (remote)" in by_prefix and "python backend engineer" in by_prefix
-    assert "Python Developer" not in admin.get("/admin/embeddings/jobs?q=developer").get_data(as_text=True)
+    by_word = admin.get("/admin/embeddings/jobs?q=developer").get_data(as_text=True)
+    assert "Python Developer (remote)" in by_word and "python backend engineer" not in by_word
+    assert "No job matches" in admin.get("/admin/embeddings/jobs?q=.*").get_data(as_text=True)  # text, not a pattern
     assert "python backend engineer" in admin.get("/admin/embeddings/jobs?q=EXT-7").get_data(as_text=True)
     assert "python backend engineer" in admin.get(f"/admin/embeddings/jobs?q={job}").get_data(as_text=True)
     detail = admin.get(f"/admin/embeddings/jobs/{job}").get_data(as_text=True)

@@ -28,6 +28,7 @@ from typing import Any, Callable
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.collation import Collation
+from pymongo.errors import ExecutionTimeout
 
 from .. import queue
 from ..embeddings import provider_model
@@ -641,8 +642,11 @@ JOB_LIST_FIELDS = {"title": 1, "company": 1, "status": 1, "createdAt": 1, "embed
                    "embedding.model": 1, "embedding.tokens": 1, "similarJobs": {"$slice": 0}}
 
 
+SUBSTRING_SEARCH_MS = 1500   # a title's middle cannot use the index: bound the scan
+
+
 def search_jobs(q: str, limit: int = 20) -> list[dict]:
-    """Jobs by id, external id, or title prefix (case-insensitive, indexed)."""
+    """Jobs by id, external id, title prefix (indexed), then words anywhere in the title (bounded scan)."""
     q = (q or "").strip()[:200]
     if not q:
         return []
@@ -652,6 +656,14 @@ def search_jobs(q: str, limit: int = 20) -> list[dict]:
     found = {d["_id"]: d for d in _jobs().find({"externalId": q}, JOB_LIST_FIELDS).limit(limit)}
     for doc in _title_prefix(q, JOB_LIST_FIELDS, limit):
         found.setdefault(doc["_id"], doc)
+    if len(found) < limit:
+        # "Nurse" should find "Registered Nurse": a scan of titles, stopped at the page size or the time limit.
+        pattern = {"title": {"$regex": re.escape(q), "$options": "i"}, "_id": {"$nin": list(found)}}
+        try:
+            for doc in _jobs().find(pattern, JOB_LIST_FIELDS).limit(limit - len(found)).max_time_ms(SUBSTRING_SEARCH_MS):
+                found.setdefault(doc["_id"], doc)
+        except ExecutionTimeout:
+            pass
     return list(found.values())[:limit]
 
 
