@@ -184,3 +184,23 @@ def test_cors_for_configured_origins(make_app):
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://board.example.com"
     other = client.get(f"/api/jobs/{job_id}/similar", headers={"Origin": "https://evil.example.net"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_recompute_runs_when_asked_then_waits_for_the_interval(app):
+    """The admin action asks; one worker recomputes under the lease; the next check does nothing."""
+    from jobflow.models import Lease
+    from jobflow.worker import RECOMPUTE_STATE, Worker, request_recompute
+    vectors = insert_jobs(25, np.random.default_rng(11))
+    worker = Worker({**app.config, "SIMILARITY_MIN_SCORE": MIN_SCORE, "SIMILARITY_TOP_N": TOP_N},
+                    provider=type("P", (), {"dimensions": DIM, "model": MODEL, "max_concurrent": 1,
+                                            "max_batch_inputs": 8, "name": "test",
+                                            "describe": lambda self: "test"})(), worker_id="w-recompute")
+    worker.start(scheduler=False)
+    assert worker.recompute_if_due() == 0            # first check only notes the time
+    assert all(not ids for ids in stored_lists().values())
+    request_recompute()
+    assert worker.recompute_if_due() == 25
+    assert_matches(reference(vectors), stored_lists())
+    state = Lease._get_collection().find_one({"_id": RECOMPUTE_STATE})
+    assert state["lastCount"] == 25 and state["lastRunAt"] >= state["requestedAt"]
+    assert worker.recompute_if_due() == 0            # not due again until SIMILARITY_RECOMPUTE_INTERVAL
