@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from .config import load_settings
 
@@ -55,9 +56,20 @@ def _configure_web(app: Flask) -> None:
     app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
     app.config.setdefault("REMEMBER_COOKIE_HTTPONLY", True)
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    app.json = _JSONProvider(app)
     app.json.sort_keys = False
     from .auth.headers import security_headers
     app.after_request(security_headers)
+
+
+class _JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, except that a body nested too deeply to parse is invalid JSON (400), not a RecursionError (500)."""
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def _register_extensions(app: Flask) -> None:
@@ -79,7 +91,9 @@ def _connect_database(app: Flask) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from .api import bp as api_bp
-    from .api.errors import APIError, handle_api_error, handle_http, handle_not_found, handle_validation
+    from pymongo.errors import PyMongoError
+    from .api.errors import (APIError, handle_api_error, handle_database_error, handle_http, handle_not_found,
+                             handle_validation)
     from .extensions import csrf
     from .jobs import JobNotFound, ValidationError
     from .web import bp as web_bp
@@ -97,6 +111,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_error_handler(APIError, handle_api_error)
     app.register_error_handler(ValidationError, handle_validation)
     app.register_error_handler(JobNotFound, handle_not_found)
+    # The database down (killed, restarting, failing over): 503 within seconds, not a 500 with a traceback.
+    app.register_error_handler(PyMongoError, handle_database_error)
 
     from flask import request
 

@@ -29,6 +29,9 @@ from pymongo.errors import PyMongoError
 log = logging.getLogger(__name__)
 
 DEFAULT_DB_NAME = "jobflow"
+# How long a query waits for an unreachable database before it fails: a web request answers 503 within
+# about this long (tests/faults/test_database_restart.py), and the worker's next poll tries again.
+SERVER_SELECTION_TIMEOUT_MS = 2000
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -167,7 +170,7 @@ def connect(uri: str) -> None:
     """Register the mongoengine connection; the client connects on first use (safe across fork)."""
     mongoengine.disconnect()
     mongoengine.connect(host=uri, db=database_name(uri), connect=False, tz_aware=True,
-                        serverSelectionTimeoutMS=5000, uuidRepresentation="standard")
+                        serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS, uuidRepresentation="standard")
 
 
 def get_db():

@@ -76,6 +76,9 @@ def validate(data: Any, partial: bool = False) -> dict[str, Any]:
             errors[name] = "expected a string"
             continue
         value = _CONTROL.sub("", value).strip()
+        if not _is_utf8(value):
+            errors[name] = "not valid Unicode text (unpaired surrogate)"
+            continue
         if name == "status":
             if value not in JOB_STATUSES:
                 errors[name] = "expected one of " + ", ".join(JOB_STATUSES)
@@ -90,6 +93,15 @@ def validate(data: Any, partial: bool = False) -> dict[str, Any]:
     if errors:
         raise ValidationError(errors)
     return clean
+
+
+def _is_utf8(value: str) -> bool:
+    """False for text that cannot be stored (JSON allows unpaired surrogates such as "\\ud800"; BSON does not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def get_job(job_id) -> Job:

@@ -54,7 +54,7 @@ def setup_logging(settings: dict) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if settings.get(flag) else logging.INFO)
     if debug_any:
         root.setLevel(min(root.level, logging.INFO))
-    for noisy in ("pymongo", "httpx", "openai", "werkzeug"):
+    for noisy in ("pymongo", "httpx", "httpx2", "httpcore", "openai", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # "skipped: maximum number of running instances" is how a long drain looks; not worth a line.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)

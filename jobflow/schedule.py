@@ -8,6 +8,7 @@ from typing import Callable
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from pymongo.errors import PyMongoError
 
 from .models import Lease
 from .timeutil import utcnow
@@ -57,6 +58,8 @@ def _guarded(job: PeriodicJob, worker) -> Callable[[], None]:
             job.run(worker)
         except Exception as exc:
             log.error("periodic job %s failed: %s", job.id, exc)
+            if isinstance(exc, PyMongoError) and hasattr(worker, "note_database_error"):
+                worker.note_database_error()
     return run
 
 

@@ -18,6 +18,7 @@ from datetime import timedelta
 
 import psutil
 from pymongo import UpdateOne
+from pymongo.errors import PyMongoError
 
 from . import queue
 from .embeddings import (BadInput, ConfigurationError, EmbeddingProvider, InvalidVector, ProviderError, RateLimited,
@@ -70,6 +71,7 @@ class Worker:
         self.tokens = 0
         self.current_batch: dict = {}
         self._busy = threading.Lock()  # held while a batch is in flight
+        self._unsettled = False        # a batch or claim failed: settle held items at the next poll
         self._stats_lock = threading.Lock()
         self._last_stats = (time.monotonic(), 0)
         self.scheduler = None
@@ -126,12 +128,37 @@ class Worker:
             with self._busy:
                 if self.stopping.is_set():
                     break
-                items = queue.claim(self.worker_id, self.claim_size)
-                if not items:
-                    break
-                self.process_batch(items)
+                try:
+                    if self._unsettled:
+                        self._settle_after_error()
+                    items = queue.claim(self.worker_id, self.claim_size)
+                    if not items:
+                        break
+                    self.process_batch(items)
+                except Exception:
+                    # Most likely the database went away mid-batch: what this worker still holds is settled
+                    # at the next poll that reaches it (not after QUEUE_STUCK_TIMEOUT), see _settle_after_error.
+                    self._unsettled = True
+                    raise
                 done += len(items)
         return done
+
+    def note_database_error(self) -> None:
+        """A periodic job saw the database fail: writes it acknowledged may be lost; settle at the next poll."""
+        self._unsettled = True
+
+    def _settle_after_error(self) -> None:
+        """After a batch or claim ended in an error: give back what this worker still holds, re-write lists.
+
+        Called with ``_busy`` held, so nothing of this worker is in flight: every item it still holds is
+        left over (its write failed, or a database restart lost the last writes it acknowledged). The
+        attempt stays spent. Lists whose write was lost are written again from the index.
+        """
+        released = queue.release_worker(self.worker_id)
+        repaired = self.lists.repair() if self.lists is not None else 0
+        self._unsettled = False
+        log.warning("recovered from an error: %d held items back to pending, %d similar-jobs lists re-written",
+                    released, repaired)
 
     def heartbeat(self) -> None:
         """Refresh this worker's status document and log the one-line stats."""
@@ -268,6 +295,10 @@ class Worker:
                             self._fail(group, str(exc), retryable=False)
                     except ProviderError as exc:
                         self._fail(group, str(exc), retryable=exc.retryable)
+                    except PyMongoError:
+                        # The database, not the item, failed: no attempt is failed (nor a retry delay served);
+                        # the batch stops and process_queue gives back what is held once the database answers.
+                        raise
                     except Exception as exc:  # one failing call never stops the loop
                         log.error("batch %s: unexpected error: %s", batch_id, exc)
                         self._fail(group, f"unexpected error: {type(exc).__name__}", retryable=True)

@@ -1,8 +1,21 @@
 """One JSON error shape for the whole API: {"error": {"code", "message", "fields"?}}."""
-from flask import jsonify
+import logging
+
+from flask import jsonify, request
+from pymongo.errors import ConnectionFailure, PyMongoError
 from werkzeug.exceptions import HTTPException
 
 from ..jobs import JobNotFound, ValidationError
+
+
+log = logging.getLogger("jobflow.web")
+
+DATABASE_RETRY_AFTER = "5"
+_UNAVAILABLE_PAGE = ("<!doctype html>\n<html lang=en>\n<title>503 Service Unavailable</title>\n"
+                     "<h1>Service Unavailable</h1>\n<p>The database is not answering. Please try again in a few "
+                     "seconds.</p>\n")
+_ERROR_PAGE = ("<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n"
+               "<h1>Internal Server Error</h1>\n<p>Something went wrong on our side.</p>\n")
 
 
 class APIError(Exception):
@@ -51,3 +64,22 @@ def handle_http(exc: HTTPException):
     if exc.code == 405 and getattr(exc, "valid_methods", None):
         headers["Allow"] = ", ".join(exc.valid_methods)
     return error_response(exc.code or 500, code, messages.get(exc.code, exc.description or "Error."), headers=headers)
+
+
+def handle_database_error(exc: PyMongoError):
+    """The database is down or did not answer in time: 503 (JSON under /api, a plain page elsewhere), one log line.
+
+    Any other database error is a 500 with one log line (never a traceback, never the query).
+    """
+    unavailable = isinstance(exc, ConnectionFailure) or bool(getattr(exc, "timeout", False))
+    log.warning("%s %s: database %s (%s)", request.method, request.path,
+                "unavailable" if unavailable else "error", type(exc).__name__)
+    if unavailable:
+        if request.path.startswith("/api/"):
+            return error_response(503, "database_unavailable", "The database is not answering; try again shortly.",
+                                  headers={"Retry-After": DATABASE_RETRY_AFTER, "Cache-Control": "no-store"})
+        return _UNAVAILABLE_PAGE, 503, {"Content-Type": "text/html; charset=utf-8",
+                                        "Retry-After": DATABASE_RETRY_AFTER, "Cache-Control": "no-store"}
+    if request.path.startswith("/api/"):
+        return error_response(500, "database_error", "The database refused the request.")
+    return _ERROR_PAGE, 500, {"Content-Type": "text/html; charset=utf-8"}

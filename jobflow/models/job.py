@@ -49,6 +49,8 @@ class Job(Document):
             {"fields": ["embedding.status", "embedding.model"], "name": "embedding_status_model"},
             {"fields": ["embedding.generatedAt"], "name": "embedding_generated"},
             {"fields": ["title"], "name": "title_ci", "collation": {"locale": "en", "strength": 2}},
+            # Lists to refill after a job left them (the worker's sync asks every few seconds).
+            {"fields": ["similarityMetadata.refill"], "name": "similarity_refill", "sparse": True},
         ],
     }
 

@@ -170,6 +170,15 @@ class SimilarLists:
                   for d in self._coll().find({"_id": {"$in": ids}}, {"similarJobs": 1})}
         return [i for i in ids if stored.get(i) != [(o, round(sc, 6)) for o, sc in self.lists.get(i, [])]]
 
+    def repair(self, chunk: int = 2000) -> int:
+        """Write every list that differs from the stored one; how many (after writes may have been lost)."""
+        with self.lock:
+            ids = list(self.lists)
+            changed: list[ObjectId] = []
+            for start in range(0, len(ids), chunk):
+                changed += self._differs_from_stored(ids[start:start + chunk])
+            return self._write(changed)
+
     def remove(self, ids: Iterable[ObjectId]) -> int:
         """Jobs closed, deleted or re-embedding: out of the index; the lists that held them refilled."""
         with self.lock:
@@ -200,11 +209,16 @@ class SimilarLists:
         """Apply changes other processes made: embeddings, closes, text edits, deletions, refills."""
         since = (self.synced_at or utcnow()) - SYNC_MARGIN
         mark = utcnow()
-        changed = self._coll().find({"$or": [{"updatedAt": {"$gte": since}},
-                                             {"embedding.generatedAt": {"$gte": since}},
-                                             {"similarityMetadata.refill": True}]},
-                                    {"status": 1, "embedding.status": 1, "embedding.model": 1,
-                                     "embedding.textHash": 1, "embedding.vector": 1, "similarityMetadata.refill": 1})
+        fields = {"status": 1, "embedding.status": 1, "embedding.model": 1, "embedding.textHash": 1,
+                  "embedding.vector": 1, "similarityMetadata.refill": 1}
+        # Three indexed queries, not one $or: an $or is a collection scan when one branch lacks an index
+        # (MongoDB) or whenever the planner cannot union indexes (SecantusDB), every few seconds per worker.
+        changed: dict = {}
+        for query in ({"updatedAt": {"$gte": since}}, {"embedding.generatedAt": {"$gte": since}},
+                      {"similarityMetadata.refill": True}):
+            for doc in self._coll().find(query, fields):
+                changed.setdefault(doc["_id"], doc)
+        changed = list(changed.values())
         embedded, removed, refill = [], [], []
         with self.lock:
             for doc in changed:

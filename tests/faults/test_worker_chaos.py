@@ -1,0 +1,124 @@
+"""Worker processes hurt while they share one queue; the memory guard pausing and resuming.
+
+``tests/test_worker_processes.py`` already proves each on its own (three workers exactly once, SIGKILL
+loses nothing, SIGTERM finishes in flight). Here they happen together, and the checks go further: the
+similar-jobs lists the racing processes wrote end correct, and the recovery is timed.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from jobflow import queue
+from jobflow.models import QueueItem
+from jobflow.testing.openai_server import EmbeddingsServer
+from jobflow.worker import Worker
+
+from .conftest import (KEY, MIN_SCORE, TOP_N, add_jobs, assert_clean_output, assert_end_state, completed_count,
+                       drained, held_count, provider_duplicates, record, status_of_pid, texts_of, wait_lists_correct,
+                       wait_until, worker_env)
+
+pytestmark = pytest.mark.slow
+
+STUCK_TIMEOUT_MS = 8000   # longer than a batch takes here, or live workers' items would be taken back
+
+
+def test_three_workers_race_while_one_is_killed_and_one_is_terminated(app, db_uri, tmp_path, procs):
+    ids = add_jobs(600)
+    with EmbeddingsServer(latency=0.3) as provider:
+        # One call at a time: each worker claims 128 jobs per batch, so all three get work.
+        env = worker_env(db_uri, provider, tmp_path, QUEUE_STUCK_TIMEOUT=STUCK_TIMEOUT_MS, EMBEDDING_MAX_CONCURRENT=1)
+        doomed, leaving, survivor = (procs.worker(env) for _ in range(3))
+        everyone = [doomed, leaving, survivor]
+        wait_until(lambda: all(status_of_pid(w.pid).get("workerId") for w in everyone), 60, "three workers",
+                   everyone)
+        doomed_id, leaving_id = (status_of_pid(w.pid)["workerId"] for w in (doomed, leaving))
+        wait_until(lambda: completed_count() >= 30 and held_count(doomed_id) > 0 and held_count(leaving_id) > 0,
+                   60, "both victims holding a batch", everyone, every=0.05)
+        doomed.process.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert leaving.stop(signal.SIGTERM, timeout=40) == 0
+        sigterm_exit = time.monotonic() - killed_at
+        assert doomed.stop(timeout=10) == -signal.SIGKILL
+        time.sleep(0.5)   # the dead worker's last request may still be running in the database
+        held = list(QueueItem._get_collection().find({"status": "processing", "lockedBy": doomed_id}, {"jobId": 1}))
+        assert held, "the killed worker held nothing: the test did not kill it mid-batch"
+        assert held_count(leaving_id) == 0, "SIGTERM must finish or give back every item"
+
+        recovered = wait_until(lambda: drained(ids), 90, "the survivor to drain the queue", [survivor])
+        recovered += 0.5
+        lists = wait_lists_correct(30, [survivor])
+        assert_end_state(ids)
+        missing, extra, twice = provider_duplicates(provider, ids)
+        assert missing == 0
+        # Only what the killed worker held may have reached the provider twice; everything else exactly once.
+        assert set(twice) <= set(texts_of([h["jobId"] for h in held])), "a text not held by the dead worker twice"
+        assert QueueItem._get_collection().count_documents({"jobId": {"$in": [h["jobId"] for h in held]},
+                                                            "attempts": 2}) == len(held)
+        statuses = {n: status_of_pid(w.pid) for n, w in zip(("doomed", "leaving", "survivor"), everyone)}
+        assert statuses["leaving"]["state"] == "stopped" and statuses["leaving"]["currentBatch"] == {}
+        assert statuses["survivor"]["state"] == "running" and statuses["survivor"]["processed"] > 0
+        assert survivor.stop() == 0
+        assert_clean_output(leaving, survivor)
+    record("workers_sigkill_sigterm_race", jobs=len(ids), workers=3, held_by_killed=len(held),
+           sigterm_exit_seconds=sigterm_exit, drained_after_kill_seconds=recovered,
+           queue_stuck_timeout_seconds=STUCK_TIMEOUT_MS / 1000, lists_correct_after_drain=lists, lost_items=0,
+           duplicate_provider_embeddings=extra,
+           processed={k: v.get("processed") for k, v in statuses.items()})
+
+
+def test_memory_guard_in_a_worker_process_claims_nothing(app, db_uri, tmp_path, procs):
+    ids = add_jobs(60)
+    with EmbeddingsServer() as provider:
+        paused = procs.worker(worker_env(db_uri, provider, tmp_path, WORKER_MEMORY_THRESHOLD="0.0001"))
+        paused_in = wait_until(lambda: status_of_pid(paused.pid).get("state") == "paused", 60, "the pause",
+                               [paused], every=0.1)
+        time.sleep(2)                 # ten polls: still nothing claimed
+        assert provider.requests == 0
+        assert queue.counts()["pending"] == len(ids)
+        assert QueueItem._get_collection().count_documents({"attempts": {"$ne": 0}}) == 0
+        status = status_of_pid(paused.pid)
+        assert "memory at" in status["reason"] and status["processed"] == 0
+
+        helper = procs.worker(worker_env(db_uri, provider, tmp_path))
+        drained_in = wait_until(lambda: drained(ids), 60, "the other worker to drain", [helper, paused])
+        lists = wait_lists_correct(20, [helper])
+        assert_end_state(ids)
+        assert provider_duplicates(provider, ids)[:2] == (0, 0)
+        assert status_of_pid(paused.pid)["state"] == "paused" and status_of_pid(paused.pid)["processed"] == 0
+        assert paused.stop() == 0 and helper.stop() == 0
+        assert "paused claiming" in paused.output()
+        assert_clean_output(paused, helper)
+    record("memory_guard_process", jobs=len(ids), paused_after_start_seconds=paused_in, claimed_while_paused=0,
+           drained_by_other_worker_seconds=drained_in, lists_correct_after_drain=lists)
+
+
+def test_memory_guard_pauses_and_resumes_on_its_schedule(make_app):
+    """In-process (the probe is injected): the scheduler's next poll after memory falls resumes claiming."""
+    with EmbeddingsServer() as provider:
+        app = make_app(EMBEDDING_PROVIDER="openai", OPENAI_API_KEY=KEY, OPENAI_BASE_URL=provider.base_url,
+                       EMBEDDING_WORKER_INTERVAL=200, WORKER_HEARTBEAT_INTERVAL=1000, SIMILARITY_MIN_SCORE=MIN_SCORE,
+                       SIMILARITY_TOP_N=TOP_N)
+        with app.app_context():
+            ids = add_jobs(80)
+            memory = {"fraction": 0.99}
+            worker = Worker.from_app(app, memory_probe=lambda: memory["fraction"])
+            worker.start()
+            try:
+                wait_until(lambda: worker.state == "paused", 10, "the pause")
+                time.sleep(1)
+                assert provider.requests == 0 and queue.counts()["pending"] == len(ids)
+                memory["fraction"] = 0.30
+                first = wait_until(lambda: completed_count() > 0, 20, "the first item after the resume", every=0.02)
+                done = wait_until(lambda: drained(ids), 30, "the drain") + first
+                assert worker.state == "running"
+                memory["fraction"] = 0.99            # and pauses again between batches
+                wait_until(lambda: worker.state == "paused", 10, "the second pause")
+            finally:
+                worker.stop()
+            lists = wait_lists_correct(10)
+            assert_end_state(ids)
+    record("memory_guard_resume", jobs=len(ids), first_completion_after_memory_fell_seconds=first,
+           drained_after_memory_fell_seconds=done, poll_interval_seconds=0.2, lists_correct_after_drain=lists)
