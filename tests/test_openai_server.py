@@ -293,6 +293,10 @@ def test_counters_and_max_concurrent(server, client):
         t.start()
     for t in threads:
         t.join(5)
+    # The server counts right after it has sent the answer: give its threads a moment to get there.
+    deadline = time.monotonic() + 2
+    while server.inputs_total < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert server.max_concurrent == 3
     assert server.requests == 3
     assert server.inputs_total == 6
