@@ -24,6 +24,7 @@ log = logging.getLogger("jobflow.queue")
 GENERATE_EMBEDDING = "generate_embedding"
 PRIORITY_LIVE = 10       # a job was created or its text changed
 PRIORITY_BACKFILL = 5    # migration and re-embedding after a model change
+PRIORITY_RECOMPUTE = 1   # bulk re-embedding asked for by an admin
 
 ERROR_HISTORY_KEEP = 20
 CLAIM_ORDER = [("priority", -1), ("nextAttemptAt", 1), ("createdAt", 1)]
