@@ -346,8 +346,7 @@ class Worker:
             self._fail([entry], f"invalid vector: {error}", retryable=True)
 
     def _on_rate_limit(self, group, exc: RateLimited) -> None:
-        delay = max(exc.retry_after, 0.5)
-        self.blocked_until = max(self.blocked_until, time.monotonic() + delay)
+        delay = max(exc.retry_after, 0.5)   # _call has already stopped further calls for this long
         # Recorded for the "provider unhealthy" alert: rate limits spend no attempt and leave no queue error.
         WorkerStatus._get_collection().update_one({"workerId": self.worker_id},
                                                   {"$push": {"rateLimitedAt": {"$each": [utcnow()], "$slice": -20}}})
@@ -355,7 +354,6 @@ class Worker:
         log.warning("rate limited: %d items wait %.1fs (no attempt spent)", len(group), delay)
 
     def _on_config_error(self, group, exc: ConfigurationError) -> None:
-        self.blocked_until = time.monotonic() + CONFIG_ERROR_RETRY.total_seconds()
         queue.release([w[0]["_id"] for w in group], self.worker_id)
         if self.state != "degraded" or self.reason != str(exc):
             log.error("stopped claiming: %s; trying again in %ds", exc, CONFIG_ERROR_RETRY.total_seconds())

@@ -50,6 +50,14 @@ def make_lists():
     return SimilarLists(DIM, TOP_N, MIN_SCORE, MODEL, block_size=37)
 
 
+def computed_lists():
+    """Lists loaded from the database and all computed once, as a worker that has run a while holds them."""
+    lists = make_lists()
+    lists.load()
+    lists.recompute_all()
+    return lists
+
+
 def assert_matches(expected, actual):
     for job_id, ids in expected.items():
         assert actual[job_id] == ids, f"list of {job_id}"
@@ -81,9 +89,7 @@ def test_incremental_arrivals_keep_every_list_exact(app):
 def test_new_close_job_enters_an_existing_list(app):
     rng = np.random.default_rng(4)
     vectors = insert_jobs(30, rng)
-    lists = make_lists()
-    lists.load()
-    lists.recompute_all()
+    lists = computed_lists()
     target = next(iter(vectors))
     twin = insert_jobs(1, rng)
     twin_id = next(iter(twin))
@@ -99,9 +105,7 @@ def test_new_close_job_enters_an_existing_list(app):
 def test_closing_and_deleting_refill_lists(app):
     rng = np.random.default_rng(5)
     vectors = insert_jobs(60, rng)
-    lists = make_lists()
-    lists.load()
-    lists.recompute_all()
+    lists = computed_lists()
     popular = max(vectors, key=lambda j: sum(j in ids for ids in stored_lists().values()))
     assert sum(popular in ids for ids in stored_lists().values()) > 0
     job_service.update_job(popular, {"status": "closed"})           # through the API's own path
@@ -118,9 +122,7 @@ def test_closing_and_deleting_refill_lists(app):
 def test_endpoint_serves_the_list_without_closed_jobs(app, client):
     rng = np.random.default_rng(6)
     vectors = insert_jobs(20, rng)
-    lists = make_lists()
-    lists.load()
-    lists.recompute_all()
+    lists = computed_lists()
     job_id = next(iter(vectors))
     expected = reference(vectors)[job_id]
     body = client.get(f"/api/jobs/{job_id}/similar").get_json()
@@ -153,9 +155,7 @@ def test_fallback_same_category_then_location_newest_first(app, client, auth_hea
 
 def test_text_change_stops_serving_the_old_list(app, client, auth_headers):
     vectors = insert_jobs(10, np.random.default_rng(7))
-    lists = make_lists()
-    lists.load()
-    lists.recompute_all()
+    lists = computed_lists()
     job_id = str(next(iter(vectors)))
     assert client.get(f"/api/jobs/{job_id}/similar").get_json()["cached"] is True
     client.patch(f"/api/jobs/{job_id}", json={"salaryRange": "1000 EUR"}, headers=auth_headers)
