@@ -52,6 +52,9 @@ class QueuePolicy:
         return ms(delays[min(max(attempts, 1), len(delays)) - 1])
 
 
+HUNG_FACTOR = 3   # a live worker holding an item this many QUEUE_STUCK_TIMEOUTs is hung
+
+
 def _coll():
     return QueueItem._get_collection()
 
@@ -229,11 +232,20 @@ def discard(item_id, who: str, policy: QueuePolicy) -> str | None:
     return item["status"] if result.modified_count else None
 
 
-def recover_stuck(timeout: timedelta) -> int:
-    """Return items held longer than ``timeout`` (their worker died) to pending; how many."""
-    cutoff = utcnow() - timeout
+def recover_stuck(timeout: timedelta, live_owners: Iterable[str] = ()) -> int:
+    """Return items held longer than ``timeout`` by a worker that died to pending; how many.
+
+    Items of ``live_owners`` (workers still sending heartbeats) are theirs to finish: taking them would
+    embed them twice. Only when held past three times ``timeout`` (a worker that beats but is hung) are
+    they taken too.
+    """
+    now = utcnow()
+    live = list(live_owners)
+    stuck = {"status": "processing", "$or": [
+        {"lockedAt": {"$lt": now - timeout}, "lockedBy": {"$nin": live}},
+        {"lockedAt": {"$lt": now - timeout * HUNG_FACTOR}}]}
     recovered = 0
-    for doc in _coll().find({"status": "processing", "lockedAt": {"$lt": cutoff}}, {"_id": 1, "lockedBy": 1}):
+    for doc in _coll().find(stuck, {"_id": 1, "lockedBy": 1}):
         recovered += release([doc["_id"]], doc.get("lockedBy") or "", refund_attempt=False)
     if recovered:
         log.warning("recovered %d stuck queue items", recovered)

@@ -173,8 +173,11 @@ class Worker:
                  psutil.Process().memory_info().rss / 2**20, len(self.lists) if self.lists else 0)
 
     def recover_stuck(self) -> int:
-        """Return items of dead workers to the queue."""
-        return queue.recover_stuck(ms(self.settings["QUEUE_STUCK_TIMEOUT"]))
+        """Return items of dead workers to the queue (a worker is dead past WORKER_DEAD_THRESHOLD)."""
+        alive_since = utcnow() - ms(self.settings["WORKER_DEAD_THRESHOLD"])
+        live = WorkerStatus._get_collection().distinct(
+            "workerId", {"lastHeartbeat": {"$gte": alive_since}, "state": {"$ne": "stopped"}})
+        return queue.recover_stuck(ms(self.settings["QUEUE_STUCK_TIMEOUT"]), [self.worker_id, *live])
 
     def cleanup(self) -> int:
         """Delete finished queue items past QUEUE_CLEANUP_DAYS (the TTL index does it too)."""

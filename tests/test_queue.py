@@ -135,6 +135,18 @@ def test_retry_delay_policy_and_final_errors(app):
     assert item(job)["attempts"] == 1
 
 
+def test_recover_stuck_leaves_a_live_worker_its_items_until_it_looks_hung(app):
+    queue.enqueue_many([ObjectId(), ObjectId()])
+    slow = queue.claim("alive", 1)[0]["_id"]
+    dead = queue.claim("dead", 1)[0]["_id"]
+    time.sleep(0.25)
+    assert queue.recover_stuck(timedelta(milliseconds=200), live_owners=["alive"]) == 1
+    assert status_of([slow, dead]) == {slow: "processing", dead: "pending"}
+    time.sleep(0.4)   # now held past HUNG_FACTOR x the timeout: the live worker is taken to be hung
+    assert queue.recover_stuck(timedelta(milliseconds=200), live_owners=["alive"]) == 1
+    assert status_of([slow]) == {slow: "pending"}
+
+
 def test_recover_stuck_returns_only_items_held_too_long(app):
     queue.enqueue_many([ObjectId(), ObjectId()])
     old = queue.claim("dead", 1)[0]["_id"]
