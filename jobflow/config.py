@@ -152,7 +152,7 @@ SETTINGS: list[Setting] = [
     # Queue
     Setting("QUEUE_MAX_ATTEMPTS", "3", _int(1, 100), "attempts before an item is failed", group="Queue"),
     Setting("QUEUE_RETRY_DELAYS", "60000,300000,900000", _ms_list, "wait before each retry, ms", group="Queue"),
-    Setting("QUEUE_STUCK_TIMEOUT", "600000", _int(1000), "an item processing longer than this returns to pending, ms", group="Queue"),
+    Setting("QUEUE_STUCK_TIMEOUT", "600000", _int(1000), "an item held this long by a dead worker (3x: by any) returns to pending, ms", group="Queue"),
     Setting("QUEUE_CLEANUP_DAYS", "7", _int(1, 3650), "finished queue items are deleted after this many days", group="Queue"),
     # Worker health
     Setting("WORKER_HEARTBEAT_INTERVAL", "60000", _int(100), "worker heartbeat period, ms", group="Worker health"),

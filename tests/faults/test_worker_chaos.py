@@ -22,7 +22,7 @@ from .conftest import (KEY, MIN_SCORE, TOP_N, add_jobs, assert_clean_output, ass
 
 pytestmark = pytest.mark.slow
 
-STUCK_TIMEOUT_MS = 8000   # longer than a batch takes here, or live workers' items would be taken back
+STUCK_TIMEOUT_MS = 8000   # the killed worker is dead after 5 s (WORKER_DEAD_THRESHOLD); its items return after 8 s
 
 
 def test_three_workers_race_while_one_is_killed_and_one_is_terminated(app, db_uri, tmp_path, procs):
