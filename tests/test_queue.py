@@ -139,11 +139,13 @@ def test_recover_stuck_leaves_a_live_worker_its_items_until_it_looks_hung(app):
     queue.enqueue_many([ObjectId(), ObjectId()])
     slow = queue.claim("alive", 1)[0]["_id"]
     dead = queue.claim("dead", 1)[0]["_id"]
-    time.sleep(0.25)
-    assert queue.recover_stuck(timedelta(milliseconds=200), live_owners=["alive"]) == 1
+    held_for = lambda minutes: QueueItem._get_collection().update_many(   # noqa: E731
+        {}, {"$set": {"lockedAt": utcnow() - timedelta(minutes=minutes)}})
+    held_for(15)   # past a 10-minute timeout, short of three times it
+    assert queue.recover_stuck(timedelta(minutes=10), live_owners=["alive"]) == 1
     assert status_of([slow, dead]) == {slow: "processing", dead: "pending"}
-    time.sleep(0.4)   # now held past HUNG_FACTOR x the timeout: the live worker is taken to be hung
-    assert queue.recover_stuck(timedelta(milliseconds=200), live_owners=["alive"]) == 1
+    held_for(31)   # past three times: a worker that still beats but holds an item that long is hung
+    assert queue.recover_stuck(timedelta(minutes=10), live_owners=["alive"]) == 1
     assert status_of([slow]) == {slow: "pending"}
 
 
