@@ -240,12 +240,13 @@ def recover_stuck(timeout: timedelta, live_owners: Iterable[str] = ()) -> int:
     they taken too.
     """
     now = utcnow()
-    live = list(live_owners)
-    stuck = {"status": "processing", "$or": [
-        {"lockedAt": {"$lt": now - timeout}, "lockedBy": {"$nin": live}},
-        {"lockedAt": {"$lt": now - timeout * HUNG_FACTOR}}]}
+    live = set(live_owners)
     recovered = 0
-    for doc in _coll().find(stuck, {"_id": 1, "lockedBy": 1}):
+    # One query on the (status, lockedAt) index; who holds an item is decided here, not by an $or.
+    for doc in _coll().find({"status": "processing", "lockedAt": {"$lt": now - timeout}},
+                            {"_id": 1, "lockedBy": 1, "lockedAt": 1}):
+        if doc.get("lockedBy") in live and doc["lockedAt"] >= now - timeout * HUNG_FACTOR:
+            continue
         recovered += release([doc["_id"]], doc.get("lockedBy") or "", refund_attempt=False)
     if recovered:
         log.warning("recovered %d stuck queue items", recovered)

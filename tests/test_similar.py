@@ -119,6 +119,21 @@ def test_closing_and_deleting_refill_lists(app):
     assert_matches(reference(remaining), {j: actual[j] for j in remaining})
 
 
+def test_reconcile_drops_jobs_removed_behind_its_back_across_pages(app, monkeypatch):
+    from jobflow.similarity import lists as lists_module
+    monkeypatch.setattr(lists_module, "RECONCILE_PAGE", 7)     # 40 jobs: six pages, the last one short
+    rng = np.random.default_rng(9)
+    vectors = insert_jobs(40, rng)
+    lists = computed_lists()
+    ids = sorted(vectors)
+    gone, closed = ids[6:9], ids[-1]                            # across a page boundary, and the very last
+    Job._get_collection().delete_many({"_id": {"$in": gone}})  # another application deletes and closes
+    Job._get_collection().update_one({"_id": closed}, {"$set": {"status": "closed"}})
+    assert lists.reconcile() == 4
+    assert sorted(lists.index.ids()) == [i for i in ids if i not in gone and i != closed]
+    assert lists.reconcile() == 0
+
+
 def test_endpoint_serves_the_list_without_closed_jobs(app, client):
     rng = np.random.default_rng(6)
     vectors = insert_jobs(20, rng)

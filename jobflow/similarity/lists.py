@@ -26,6 +26,7 @@ from .index import VectorIndex
 log = logging.getLogger("jobflow.similarity")
 
 SYNC_MARGIN = timedelta(seconds=5)      # re-read a little of the past: clocks of hosts differ
+RECONCILE_PAGE = 200                    # ids per query when reconciling
 RECONCILE_EVERY = 60.0                  # seconds between full id reconciliations
 LOAD_CHUNK = 5000
 
@@ -249,12 +250,26 @@ class SimilarLists:
         self._last_reconcile = time.monotonic()
         if self.index is None or not len(self.index):
             return 0
-        live = {d["_id"] for d in self._coll().find(self._query(), {"_id": 1})}
         with self.lock:
-            stale = [i for i in self.index.ids() if i not in live]
+            ids = list(self.index.ids())
+        live = self._still_qualifying(ids)
+        with self.lock:   # a job added meanwhile is not among ``ids``, so never taken for stale
+            stale = [i for i in ids if i not in live and i in self.index]
         if stale:
             self.remove(stale)
         return len(stale)
+
+    def _still_qualifying(self, ids: list) -> set:
+        """Which of ``ids`` still belong in the index, asked a page of ids at a time.
+
+        Short lookups by ``_id`` instead of one scan of every job: a database that serves reads one at
+        a time (SecantusDB) keeps answering the API between the pages.
+        """
+        live: set = set()
+        for start in range(0, len(ids), RECONCILE_PAGE):
+            page = ids[start:start + RECONCILE_PAGE]
+            live.update(d["_id"] for d in self._coll().find({"_id": {"$in": page}, **self._query()}, {"_id": 1}))
+        return live
 
     # ----- recompute all ------------------------------------------------------------------------------
     def recompute_all(self, progress: Callable[[int, int], None] = lambda done, total: None) -> int:
