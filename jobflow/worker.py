@@ -26,6 +26,7 @@ from .embeddings import (BadInput, ConfigurationError, EmbeddingProvider, Invali
 from .embeddings.text import TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
 from .models import Job, Lease, WorkerStatus
 from .models.fields import vector_to_bson
+from .models.worker_status import live_query
 from .timeutil import ms, utcnow
 
 log = logging.getLogger("jobflow.worker")
@@ -174,9 +175,8 @@ class Worker:
 
     def recover_stuck(self) -> int:
         """Return items of dead workers to the queue (a worker is dead past WORKER_DEAD_THRESHOLD)."""
-        alive_since = utcnow() - ms(self.settings["WORKER_DEAD_THRESHOLD"])
-        live = WorkerStatus._get_collection().distinct(
-            "workerId", {"lastHeartbeat": {"$gte": alive_since}, "state": {"$ne": "stopped"}})
+        dead_since = utcnow() - ms(self.settings["WORKER_DEAD_THRESHOLD"])
+        live = WorkerStatus._get_collection().distinct("workerId", live_query(dead_since))
         return queue.recover_stuck(ms(self.settings["QUEUE_STUCK_TIMEOUT"]), [self.worker_id, *live])
 
     def cleanup(self) -> int:

@@ -35,6 +35,7 @@ from ..embeddings import provider_model
 from ..embeddings.text import job_text, text_hash
 from ..models import Job, QueueItem, WorkerStatus
 from ..models.queue_item import QUEUE_STATUSES
+from ..models.worker_status import live_query
 from ..timeutil import utcnow
 from . import samples
 
@@ -221,8 +222,7 @@ def alive_workers(settings: dict, now: datetime | None = None) -> int:
     """Workers with a heartbeat within WORKER_DEAD_THRESHOLD that have not stopped."""
     now = now or utcnow()
     cutoff = now - timedelta(milliseconds=settings["WORKER_DEAD_THRESHOLD"])
-    return WorkerStatus._get_collection().count_documents({"lastHeartbeat": {"$gte": cutoff},
-                                                           "state": {"$ne": "stopped"}})
+    return WorkerStatus._get_collection().count_documents(live_query(cutoff))
 
 
 def worker_summary(rows: list[dict]) -> dict:

@@ -248,6 +248,7 @@ def evaluate(snapshot: Snapshot, settings: dict) -> list[Finding]:
 def gather(settings: dict, now: datetime) -> Snapshot:
     """Read the figures the rules need: a handful of indexed counts and small reads."""
     from ..models import AlertState, Job, QueueItem, WorkerStatus
+    from ..models.worker_status import live_query
 
     items = QueueItem._get_collection()
     # Not completed: its count reads every item kept for QUEUE_CLEANUP_DAYS, and no rule needs it.
@@ -272,7 +273,7 @@ def gather(settings: dict, now: datetime) -> Snapshot:
     newest = [("lastHeartbeat", -1)]
     live = statuses.find_one({"state": {"$ne": "stopped"}}, {"lastHeartbeat": 1}, sort=newest)
     last = statuses.find_one({}, {"lastHeartbeat": 1}, sort=newest)
-    live_workers = statuses.count_documents({"state": {"$ne": "stopped"}, "lastHeartbeat": {"$gte": dead_since}})
+    live_workers = statuses.count_documents(live_query(dead_since))
     degraded = tuple(
         DegradedWorker(str(d.get("workerId", "")), str(d.get("reason") or ""), str(d.get("provider") or ""),
                        str(d.get("model") or ""))

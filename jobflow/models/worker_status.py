@@ -6,6 +6,11 @@ from ..timeutil import utcnow
 WORKER_STATES = ("running", "paused", "stopping", "stopped", "degraded")
 
 
+def live_query(dead_since) -> dict:
+    """Workers alive: heard from since ``dead_since`` (now minus WORKER_DEAD_THRESHOLD) and not stopped."""
+    return {"lastHeartbeat": {"$gte": dead_since}, "state": {"$ne": "stopped"}}
+
+
 class WorkerStatus(Document):
     """One worker process: identity, state and counters, refreshed by its heartbeat."""
     meta = {
