@@ -22,7 +22,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=instance_path,
                 template_folder=str(PROJECT_ROOT / "templates"), static_folder=str(PROJECT_ROOT / "static"))
     if not test_config.get("TESTING"):
-        load_dotenv(PROJECT_ROOT / ".env", override=False)
+        load_env_file(PROJECT_ROOT / ".env")
     settings = load_settings(overrides={k: v for k, v in test_config.items()})
     app.config.update(settings)
     app.config.update({k: v for k, v in test_config.items() if k not in settings})
@@ -32,6 +32,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     _register_blueprints(app)
     _register_commands(app)
     return app
+
+
+def load_env_file(path: Path) -> None:
+    """Read ``.env`` into the environment (the environment wins); warn once per process tree of unknown names."""
+    import sys
+    from dotenv import dotenv_values
+    from .config import unknown_names
+    load_dotenv(path, override=False)
+    if os.environ.get("JOBFLOW_ENV_CHECKED") == str(path):
+        return
+    os.environ["JOBFLOW_ENV_CHECKED"] = str(path)   # forked and child processes do not repeat the warnings
+    for warning in unknown_names(dotenv_values(path)) if path.exists() else ():
+        print(f"jobflow: warning: {path.name}: {warning}", file=sys.stderr)
 
 
 def _instance_secret(app: Flask, name: str, filename: str) -> None:
@@ -82,9 +95,10 @@ def _register_extensions(app: Flask) -> None:
 
 
 def _connect_database(app: Flask) -> None:
-    from .db import connect, database_uri
+    from .db import connect
     from .models import ensure_indexes
-    app.config["DATABASE_URI"] = database_uri(app.config, app.instance_path)
+    from .startup import prepare_database
+    app.config["DATABASE_URI"] = prepare_database(app.config, app.instance_path)
     connect(app.config["DATABASE_URI"])
     ensure_indexes()
 

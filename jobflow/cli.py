@@ -118,10 +118,15 @@ def env_example_command():
     click.echo(env_example(), nl=False)
 
 
+MIGRATION_COUNTDOWN_SECONDS = 5
+
+
 @click.command("migrate-embeddings")
-@click.option("--dry-run", is_flag=True, help="count and report; change nothing")
+@click.option("--dry-run", is_flag=True, envvar="DRY_RUN", show_envvar=True,
+              help="count and report; change nothing (DRY_RUN=true does the same)")
+@click.option("--yes", "-y", is_flag=True, help="start at once: no countdown on a terminal")
 @with_appcontext
-def migrate_embeddings_command(dry_run):
+def migrate_embeddings_command(dry_run, yes):
     """Queue embeddings for every active job without a current one (new model = re-embed)."""
     from flask import current_app
     from . import migration
@@ -138,8 +143,12 @@ def migrate_embeddings_command(dry_run):
     for label, value in rows:
         click.echo(f"{label + ':':<30}{value:>8}")
     if dry_run or not found.to_queue:
-        click.echo("dry run: nothing changed" if dry_run else "nothing to queue")
+        click.echo(f"dry run: would queue {len(found.to_queue)} jobs; nothing changed "
+                   "(run without --dry-run or DRY_RUN to queue them)" if dry_run else "nothing to queue")
         return
+    if not yes and _on_terminal():
+        _countdown(f"Queueing {len(found.to_queue)} jobs; make sure a worker is running. Ctrl+C to cancel",
+                   MIGRATION_COUNTDOWN_SECONDS)
     try:
         with click.progressbar(length=len(found.to_queue), label="Queueing", show_pos=True,
                                file=click.get_text_stream("stderr")) as bar:
@@ -148,6 +157,24 @@ def migrate_embeddings_command(dry_run):
         raise click.ClickException(f"migration stopped: {exc}") from None
     click.echo(f"migration {migration_id}: queued {queued} jobs at back-fill priority "
                f"(live edits go first); the worker embeds them")
+
+
+def _on_terminal() -> bool:
+    import sys
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _countdown(message: str, seconds: int) -> None:
+    """Say what is about to happen and wait ``seconds`` (Ctrl+C cancels with exit code 1, nothing changed)."""
+    import time
+    click.echo(message)
+    try:
+        for left in range(seconds, 0, -1):
+            click.echo(f"  starting in {left}...")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        click.echo("cancelled: nothing changed")
+        raise SystemExit(1) from None
 
 
 @click.command("test-embeddings")

@@ -13,7 +13,11 @@ from typing import Any, Callable
 
 
 class ConfigError(ValueError):
-    """A setting has a value that cannot be used; the message names it."""
+    """Settings with values that cannot be used: ``problems`` holds one line for each, naming it."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 def _bool(raw: str) -> bool:
@@ -81,6 +85,14 @@ def _choice(*options: str) -> Callable[[str], str]:
             raise ValueError("expected one of " + ", ".join(options))
         return value
     return parse
+
+
+def _optional_bool(raw: str) -> bool | None:
+    return None if not raw.strip() else _bool(raw)
+
+
+def _optional_port(raw: str) -> int | None:
+    return None if not raw.strip() else _int(1, 65535)(raw)
 
 
 def _text(raw: str) -> str:
@@ -174,14 +186,16 @@ SETTINGS: list[Setting] = [
     Setting("ALERT_EMAIL_TO", "admin@example.com", _emails, "alert recipients, comma-separated", group="Alerts"),
     Setting("ALERT_EMAIL_FROM", "noreply@example.com", _email, "alert sender", group="Alerts"),
     Setting("ALERT_THRESHOLD_FAILURES", "10", _int(1), "alert when failures in the last hour exceed this", group="Alerts"),
-    Setting("ALERT_THRESHOLD_QUEUE_SIZE", "100", _int(1), "alert when pending items exceed this", group="Alerts"),
+    Setting("ALERT_THRESHOLD_QUEUE_SIZE", "100", _int(1), "alert (and health degraded) when pending items exceed this", group="Alerts"),
+    Setting("ALERT_THRESHOLD_FAILED_ITEMS", "50", _int(1), "health degraded (and a dashboard banner) when failed queue items reach this", group="Alerts"),
+    Setting("ALERT_CHECK_INTERVAL", "60000", _int(1000), "how often a worker checks the alert rules (one process at a time), ms", group="Alerts"),
     Setting("MAIL_SERVER", "", _text, "SMTP host (EMAIL_HOST is accepted too)", group="Alerts"),
-    Setting("MAIL_PORT", "", _text, "SMTP port (EMAIL_PORT is accepted too); empty = 587", group="Alerts"),
+    Setting("MAIL_PORT", "", _optional_port, "SMTP port (EMAIL_PORT is accepted too); empty = 587", group="Alerts"),
     Setting("MAIL_USERNAME", "", _text, "SMTP user (EMAIL_USER is accepted too)", group="Alerts"),
     Setting("MAIL_PASSWORD", "", _text, "SMTP password (EMAIL_PASS is accepted too)", secret=True, group="Alerts"),
-    Setting("MAIL_USE_TLS", "", _text, "STARTTLS; empty = on for port 587", group="Alerts"),
+    Setting("MAIL_USE_TLS", "", _optional_bool, "STARTTLS; empty = on for port 587", group="Alerts"),
     Setting("MAIL_TIMEOUT", "10000", _int(100), "SMTP connection and reply timeout, ms", group="Alerts"),
-    Setting("ALERT_REMINDER_INTERVAL", "3600000", _int(60000), "while an alert stays open, a reminder email at most this often, ms", group="Alerts"),
+    Setting("ALERT_REMINDER_INTERVAL", "3600000", _int(1000), "while an alert stays open, a reminder email at most this often, ms", group="Alerts"),
     Setting("ALERT_COVERAGE_DROP", "0.05", _share, "alert when embedding coverage of active jobs fell by more than this share within the last hour", group="Alerts"),
     Setting("ALERT_COVERAGE_MIN", "0", _share, "alert when embedding coverage of active jobs is below this share; 0 = off (0.95 suits a migrated board)", group="Alerts"),
     Setting("PUBLIC_BASE_URL", "http://127.0.0.1:5001", _base_url, "the dashboard's address as admins reach it, for links in alert emails", group="Alerts"),
@@ -204,10 +218,11 @@ SECRET_NAMES = frozenset(s.name for s in SETTINGS if s.secret)
 
 
 def load_settings(environ: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parse every setting from ``environ`` (default ``os.environ``); raise ConfigError naming the first bad one."""
+    """Parse every setting from ``environ`` (default ``os.environ``); raise ConfigError naming every bad one."""
     env = dict(os.environ if environ is None else environ)
     overrides = overrides or {}
     values: dict[str, Any] = {}
+    problems: list[str] = []
     for setting in SETTINGS:
         if setting.name in overrides:
             values[setting.name] = overrides[setting.name]
@@ -221,29 +236,50 @@ def load_settings(environ: dict[str, str] | None = None, overrides: dict[str, An
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
             shown = "(hidden)" if setting.secret else repr(raw)
-            raise ConfigError(f"{setting.name}={shown}: {exc}") from None
-    _derive(values)
+            problems.append(f"{setting.name}={shown}: {exc}")
+    if not problems:
+        problems += _derive(values)
+    if problems:
+        raise ConfigError(problems)
     return values
 
 
-def _derive(values: dict[str, Any]) -> None:
+def _derive(values: dict[str, Any]) -> list[str]:
+    """Fill the settings that follow from others; the problems of combinations."""
+    problems = []
     if not values["EMBEDDING_PROVIDER"]:
         values["EMBEDDING_PROVIDER"] = "openai" if values["OPENAI_API_KEY"] else "local"
     if values["EMBEDDING_PROVIDER"] == "openai" and not values["OPENAI_API_KEY"]:
-        raise ConfigError("OPENAI_API_KEY: required when EMBEDDING_PROVIDER=openai")
-    port = values["MAIL_PORT"]
-    if port in ("", None):
+        problems.append("OPENAI_API_KEY: required when EMBEDDING_PROVIDER=openai")
+    if values["MAIL_PORT"] in ("", None):
         values["MAIL_PORT"] = 587
-    else:
-        try:
-            values["MAIL_PORT"] = int(port)
-        except (TypeError, ValueError):
-            raise ConfigError(f"MAIL_PORT={port!r}: expected a port number") from None
-    tls = values["MAIL_USE_TLS"]
-    values["MAIL_USE_TLS"] = (values["MAIL_PORT"] == 587) if tls in ("", None) else _bool(str(tls))
+    if values["MAIL_USE_TLS"] in ("", None):
+        values["MAIL_USE_TLS"] = values["MAIL_PORT"] == 587
     values["MAIL_DEFAULT_SENDER"] = values["ALERT_EMAIL_FROM"]
     if values["WORKER_DEAD_THRESHOLD"] <= values["WORKER_HEARTBEAT_INTERVAL"]:
-        raise ConfigError("WORKER_DEAD_THRESHOLD: must be longer than WORKER_HEARTBEAT_INTERVAL")
+        problems.append("WORKER_DEAD_THRESHOLD: must be longer than WORKER_HEARTBEAT_INTERVAL")
+    return problems
+
+
+# Names a .env may hold that are not settings of the table: read by gunicorn.conf.py, the commands or Flask.
+OTHER_NAMES = frozenset({"HOST", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
+                         "GUNICORN_GRACEFUL_TIMEOUT", "JOBFLOW_INSTANCE_PATH", "DRY_RUN", "FLASK_APP", "FLASK_DEBUG",
+                         "FLASK_RUN_PORT", "FLASK_RUN_HOST", "NODE_ENV"})
+
+
+def unknown_names(names) -> list[str]:
+    """A warning for each name that is no setting, with the likely setting when one is close."""
+    import difflib
+    known = [s.name for s in SETTINGS] + list(_ALIASES.values()) + sorted(OTHER_NAMES)
+    warnings = []
+    for name in names:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        canonical = {alias: setting for setting, alias in _ALIASES.items()}
+        hint = f" (did you mean {canonical.get(close[0], close[0])}?)" if close else ""
+        warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings
 
 
 def masked(values: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -263,14 +299,15 @@ def masked(values: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def env_example() -> str:
     """The text of ``.env.example``: every setting with its default and a one-line comment."""
-    lines = ["# JobFlow Similar settings. Copy to .env; every line is optional.", ""]
+    lines = ["# JobFlow Similar settings. Copy to .env, then uncomment and change the lines you need;",
+             "# a commented line is the default.", ""]
     group = None
     for setting in SETTINGS:
         if setting.group != group:
             group = setting.group
-            lines += ["", f"# --- {group} ---"] if len(lines) > 2 else [f"# --- {group} ---"]
+            lines += ["", f"# --- {group} ---"] if len(lines) > 3 else [f"# --- {group} ---"]
         lines.append(f"# {setting.help}")
-        lines.append(f"{setting.name}={setting.default}")
+        lines.append(f"# {setting.name}={setting.default}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,10 +1,14 @@
 """Database connection: mongoengine on MongoDB, or the embedded SecantusDB server.
 
-With MONGODB_URI unset, a SecantusDB server runs as a child process with its
-data under ``instance/secantus``. A process that finds one already serving
-that folder reuses it; the process that started it stops it on exit. A file
-lock makes "look, then start" atomic, so two starts never open one folder
-twice.
+With MONGODB_URI unset, a SecantusDB server runs as a process of its own with
+its data under ``instance/secantus``. Every process of the product that uses
+it (the web processes, the worker, a command) registers itself with a shared
+lock on ``secantus.users``; the server runs while any of them does, and the
+last one to exit stops it. So restarting any one process (the web service,
+say) never strands another. Its port is kept in ``secantus.json`` and used
+again at the next start, so clients reconnect to the same address. A file
+lock makes "look, then start (or stop)" atomic, so two starts never open one
+folder twice.
 """
 from __future__ import annotations
 
@@ -47,7 +51,10 @@ def free_port() -> int:
 
 def ping(uri: str, timeout_ms: int = 1500) -> bool:
     """True when a MongoDB server answers at ``uri``."""
-    client = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+    try:
+        client = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+    except (PyMongoError, ValueError):
+        return False
     try:
         client.admin.command("ping")
         return True
@@ -57,16 +64,44 @@ def ping(uri: str, timeout_ms: int = 1500) -> bool:
         client.close()
 
 
+def port_free(port: int) -> bool:
+    """True when ``port`` can be bound on loopback now."""
+    with socket.socket() as sock:
+        # As a server binds it: a port whose last connections are in TIME_WAIT is free to listen on.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def where(uri: str) -> str:
+    """The host(s) and port(s) of a MongoDB URI, never its user or password."""
+    netloc = urlparse(uri).netloc
+    return netloc.rsplit("@", 1)[-1] or "(no host)"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 class EmbeddedServer:
-    """A SecantusDB server serving one data folder, started or reused."""
+    """A SecantusDB server serving one data folder: started or reused, stopped by its last user."""
 
     def __init__(self, data_dir: Path):
         self.data_dir = Path(data_dir)
         self.state_file = self.data_dir.parent / "secantus.json"
         self.lock_file = self.data_dir.parent / "secantus.lock"
+        self.users_file = self.data_dir.parent / "secantus.users"
         self.log_file = self.data_dir.parent / "secantus.log"
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None   # set when this process started the server
         self.port: int | None = None
+        self._user: tuple[int, object] | None = None   # (pid, open file holding our shared lock)
 
     @property
     def uri(self) -> str:
@@ -82,36 +117,101 @@ class EmbeddedServer:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _running_port(self) -> int | None:
+    def _state(self) -> dict:
         try:
             state = json.loads(self.state_file.read_text())
-            pid, port = int(state["pid"]), int(state["port"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+            return state if isinstance(state, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _running_port(self, timeout: float = 30.0) -> int | None:
+        """The port of the server serving the folder, or None when none runs.
+
+        A server whose process lives but does not answer (busy, still starting) is waited for, never
+        replaced: two servers on one folder would corrupt it.
+        """
+        state = self._state()
         try:
-            os.kill(pid, 0)
-        except OSError:
+            pid, port = int(state["pid"]), int(state["port"])
+        except (KeyError, TypeError, ValueError):
             return None
-        return port if ping(f"mongodb://127.0.0.1:{port}") else None
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid):
+            if ping(f"mongodb://127.0.0.1:{port}"):
+                return port
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailable(f"the embedded database (pid {pid}, port {port}) runs but does not answer; "
+                                          f"see {self.log_file}")
+        return None
 
     def ensure(self, timeout: float = 30.0) -> str:
-        """Reuse the server serving the folder, or start one; return its URI."""
+        """Reuse the server serving the folder, or start one; register this process as a user; return its URI."""
         with self._locked():
-            port = self._running_port()
+            port = self._running_port(timeout)
             if port is not None:
+                if port != self.port:
+                    log.info("using the embedded database already serving %s (port %s)", self.data_dir, port)
                 self.port = port
-                log.info("using the embedded database already serving %s (port %s)", self.data_dir, port)
-                return self.uri
-            self._start(timeout)
+            else:
+                self._start(timeout)
+            self._register()
             return self.uri
+
+    def keep_running(self) -> bool:
+        """Start the server again if it is gone (crashed, killed with another process's service); True if started.
+
+        It comes back on the same port, so every client reconnects by itself.
+        """
+        if self.port is not None and ping(self.uri, timeout_ms=1000):
+            return False
+        with self._locked():
+            if self._running_port() is not None:
+                return False
+            log.warning("the embedded database was not running: starting it again on port %s", self.port)
+            self._start(30.0)
+            self._register()
+            return True
+
+    def _register(self) -> None:
+        """Hold a shared lock on the users file for as long as this process lives (a crash releases it)."""
+        if self._user is not None and self._user[0] == os.getpid():
+            return
+        # A forked child (a gunicorn worker) registers on its own: its parent's registration stays the parent's.
+        handle = open(self.users_file, "a+")
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        self._user = (os.getpid(), handle)
+        atexit.register(self.release)
+
+    def release(self, timeout: float = 15.0) -> bool:
+        """This process stops using the server; if it was the last user, stop the server. True if stopped."""
+        user, self._user = self._user, None
+        if user is None or user[0] != os.getpid():
+            return False
+        handle = user[1]
+        with self._locked():
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()            # others still use it: it keeps running
+                return False
+            handle.close()
+            self._stop_server(timeout)
+            return True
 
     def _start(self, timeout: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        remembered = self._state().get("port")
+        if isinstance(remembered, int) and port_free(remembered):
+            self.port = remembered
+        else:
+            self.port = free_port()
+            if remembered:
+                log.warning("the embedded database's port %s is taken; using %s", remembered, self.port)
         command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
                    "--storage-path", str(self.data_dir), "--log-level", "WARNING"]
         with open(self.log_file, "ab") as out:
-            # A new session: Ctrl+C in the terminal reaches us, and we stop the server in order.
+            # A session of its own: it outlives this process while other processes use it, and Ctrl+C in the
+            # terminal reaches only us, so the last user stops it in order.
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -121,32 +221,50 @@ class EmbeddedServer:
                     f"the embedded database exited at start (code {self.process.returncode}); see {self.log_file}")
             if ping(f"mongodb://127.0.0.1:{self.port}", timeout_ms=500):
                 self.state_file.write_text(json.dumps({"pid": self.process.pid, "port": self.port}))
-                atexit.register(self.stop)
                 log.info("started the embedded database on port %s (data in %s)", self.port, self.data_dir)
                 return
             time.sleep(0.1)
-        self.stop()
+        self._stop_server(5.0)
         raise DatabaseUnavailable(f"the embedded database did not answer within {timeout:.0f}s; see {self.log_file}")
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop the server if this process started it."""
+    def _stop_server(self, timeout: float) -> None:
+        """Stop the server serving the folder (started by this process or another); keep its port for next time."""
+        state = self._state()
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        try:
-            if json.loads(self.state_file.read_text()).get("pid") == process.pid:
-                self.state_file.unlink()
-        except (OSError, ValueError):
-            pass
+        pid = process.pid if process is not None else state.get("pid")
+        if isinstance(pid, int) and _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            if process is not None:      # our child: wait for it (no zombie)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            else:
+                deadline = time.monotonic() + timeout
+                while _pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if _pid_alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            log.info("stopped the embedded database (port %s)", state.get("port", self.port))
+        if state.get("port") or self.port:
+            self.state_file.write_text(json.dumps({"port": state.get("port") or self.port}))
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server now, whoever else uses it (tests and ``rollback``-style maintenance)."""
+        self._user = None
+        with self._locked():
+            self._stop_server(timeout)
 
 
 _embedded: EmbeddedServer | None = None
+
+
+def check_reachable(uri: str, timeout_ms: int = 5000) -> None:
+    """Raise DatabaseUnavailable, naming host and port (never a password), unless the database answers."""
+    if not ping(uri, timeout_ms=timeout_ms):
+        raise DatabaseUnavailable(f"the database at {where(uri)} did not answer within {timeout_ms / 1000:.0f}s "
+                                  f"(is it running, and is MONGODB_URI right?)")
 
 
 def database_uri(settings: dict, instance_path: str) -> str:
@@ -158,6 +276,11 @@ def database_uri(settings: dict, instance_path: str) -> str:
     if _embedded is None or _embedded.data_dir != data_dir:
         _embedded = EmbeddedServer(data_dir)
     return _embedded.ensure()
+
+
+def keep_embedded_running() -> bool:
+    """In a process that uses the embedded database, start it again if it is gone; True if started."""
+    return _embedded.keep_running() if _embedded is not None else False
 
 
 def database_name(uri: str) -> str:

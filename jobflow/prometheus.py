@@ -29,8 +29,11 @@ class PipelineCollector:
         yield GaugeMetricFamily("jobflow_jobs", "Jobs in the database", value=total)
         yield GaugeMetricFamily("jobflow_jobs_embedded", "Jobs with a current embedding", value=current)
         yield GaugeMetricFamily("jobflow_jobs_embedding_failed", "Jobs whose embedding failed", value=jobs["jobsFailed"])
-        yield GaugeMetricFamily("jobflow_embedding_coverage_ratio", "Jobs with a current embedding / all jobs",
-                                value=(current / total) if total else 1.0)
+        active, active_current = jobs["jobsActive"], jobs["jobsActiveCurrent"]
+        yield GaugeMetricFamily("jobflow_jobs_active", "Active jobs (the ones that are embedded)", value=active)
+        yield GaugeMetricFamily("jobflow_embedding_coverage_ratio",
+                                "Active jobs with a current embedding / active jobs",
+                                value=(active_current / active) if active else 1.0)
         items = GaugeMetricFamily("jobflow_queue_items", "Queue items waiting, in flight or failed", labels=["status"])
         for status, count in stats.queue_counts(samples.latest_sample()).values.items():
             items.add_metric([status], count)

@@ -39,13 +39,10 @@ def run_all_in_one(app: Flask) -> int:
         notice = first_run_notice()
         if notice:
             print(notice, file=sys.stderr)
-    worker = None
-    if app.config["EMBEDDING_WORKER_ENABLED"]:
-        from .worker import Worker
-        worker = Worker.from_app(app)
-        worker.start()
-    else:
-        log.info("EMBEDDING_WORKER_ENABLED is false: no worker runs here; similar jobs use the fallback")
+    # With EMBEDDING_WORKER_ENABLED=false the worker claims nothing but still checks alerts and records metrics.
+    from .worker import Worker
+    worker = Worker.from_app(app)
+    worker.start()
 
     def stop(signum, frame):
         log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -56,6 +53,5 @@ def run_all_in_one(app: Flask) -> int:
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     serving.start()
     serving.join()
-    if worker is not None:
-        worker.stop()
+    worker.stop()
     return 0

@@ -32,6 +32,7 @@ from .timeutil import ms, utcnow
 log = logging.getLogger("jobflow.worker")
 
 CONFIG_ERROR_RETRY = timedelta(seconds=60)
+DISABLED_REASON = "EMBEDDING_WORKER_ENABLED is false"
 RECOMPUTE_STATE = "recompute-similarity:state"
 JOB_FIELDS = {"title": 1, "company": 1, "category": 1, "location": 1, "description": 1, "status": 1,
               "embedding.status": 1, "embedding.textHash": 1, "embedding.model": 1}
@@ -78,6 +79,10 @@ class Worker:
         self.scheduler = None
         self.lists = None              # SimilarLists, set by start()
         self.debug = bool(settings.get("DEBUG_WORKER"))
+        # EMBEDDING_WORKER_ENABLED=false: claim nothing, but keep the heartbeat, alert checks and samples.
+        self.claiming = bool(settings.get("EMBEDDING_WORKER_ENABLED", True))
+        if not self.claiming:
+            self.state, self.reason = "stopped", DISABLED_REASON
 
     @classmethod
     def from_app(cls, app, **kwargs) -> "Worker":
@@ -88,6 +93,14 @@ class Worker:
     def start(self, scheduler: bool = True) -> None:
         """Register, load the similarity index, and start the periodic jobs."""
         from .similarity.lists import SimilarLists
+        if not self.claiming:
+            self.heartbeat()
+            log.info("%s: worker %s claims nothing; it still checks alerts and records metrics",
+                     DISABLED_REASON, self.worker_id)
+            if scheduler:
+                from .schedule import start_scheduler
+                self.scheduler = start_scheduler(self)
+            return
         self.lists = SimilarLists(dimensions=self.provider.dimensions or None, top_n=self.settings["SIMILARITY_TOP_N"],
                                   min_score=min_score(self.settings), model=self.provider.model,
                                   block_size=self.settings["EMBEDDING_BATCH_SIZE"])
@@ -121,7 +134,7 @@ class Worker:
     def process_queue(self) -> int:
         """Claim and process batches until the queue is empty, the worker stops or must wait."""
         done = 0
-        while not self.stopping.is_set():
+        while self.claiming and not self.stopping.is_set():
             if time.monotonic() < self.blocked_until:
                 break
             if not self._enabled() or not self._memory_ok():
@@ -364,13 +377,16 @@ class Worker:
         self._write_status()
 
     def _fail(self, group, error: str, retryable: bool) -> None:
-        failed_ids = []
+        failed = []
         for item, job, _, _ in group:
             if queue.fail(item, self.worker_id, error, self.policy, retryable=retryable) == "failed":
-                failed_ids.append(job["_id"])
-        if failed_ids:
-            Job._get_collection().update_many({"_id": {"$in": failed_ids}}, {"$set": {
-                "embedding.status": "failed", "embedding.error": error[:500]}})
+                failed.append(UpdateOne({"_id": job["_id"]}, {"$set": {
+                    # retries = attempts made, so the runbook's query (embedding.retries >= QUEUE_MAX_ATTEMPTS)
+                    # finds the jobs that used up their attempts.
+                    "embedding.status": "failed", "embedding.error": error[:500],
+                    "embedding.retries": int(item.get("attempts", 1))}}))
+        if failed:
+            Job._get_collection().bulk_write(failed, ordered=False)
         self._count(failed=len(group))
         log.warning("%d items failed an attempt: %s", len(group), error)
 
@@ -392,7 +408,7 @@ class Worker:
                 self.state, self.reason = "stopped", "disabled by rollback"
                 self._write_status()
             return False
-        if self.reason == "disabled by rollback":
+        if self.reason == "disabled by rollback" and self.claiming:
             log.info("rollback lifted: claiming again")
             self.state, self.reason = "running", ""
             self._write_status()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobflow.config import SETTINGS, ConfigError, env_example, load_settings
+from jobflow.config import SETTINGS, ConfigError, env_example, load_settings, unknown_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,8 +70,25 @@ def test_seed_email_names_are_accepted():
 def test_env_example_lists_every_setting_and_is_current():
     text = env_example()
     for setting in SETTINGS:
-        assert f"\n{setting.name}=" in text
+        assert f"\n# {setting.name}=" in text     # commented out: a copied .env.example changes nothing
     assert (ROOT / ".env.example").read_text() == text, "regenerate .env.example: flask --app app env-example"
+
+
+def test_every_bad_setting_is_named_at_once():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"MAIL_USE_TLS": "maybe", "PORT": "abc", "OPENAI_API_KEY": "sk-secret-value",
+                       "QUEUE_MAX_ATTEMPTS": "0"})
+    problems = info.value.problems
+    assert [p.split("=")[0] for p in problems] == ["QUEUE_MAX_ATTEMPTS", "MAIL_USE_TLS", "PORT"]
+    assert "MAIL_USE_TLS='maybe': expected true or false" in problems
+    assert all("\n" not in p and "sk-secret-value" not in p for p in problems)
+
+
+def test_unknown_names_get_the_likely_setting():
+    warnings = unknown_names(["MAIL_HOST", "EMBEDING_PROVIDER", "PORT", "EMAIL_HOST", "WEB_CONCURRENCY", "XYZZY"])
+    assert warnings == ["MAIL_HOST is not a setting and is ignored (did you mean MAIL_SERVER?)",
+                        "EMBEDING_PROVIDER is not a setting and is ignored (did you mean EMBEDDING_PROVIDER?)",
+                        "XYZZY is not a setting and is ignored"]
 
 
 def test_start_up_with_bad_value_prints_one_line(tmp_path):

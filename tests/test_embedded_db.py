@@ -1,4 +1,4 @@
-"""The embedded database: started when MONGODB_URI is unset, reused, durable across restarts."""
+"""The embedded database: started when MONGODB_URI is unset, reused, durable across restarts, stopped by its last user."""
 import json
 import subprocess
 import sys
@@ -29,11 +29,12 @@ def test_restart_keeps_data(tmp_path):
     client = MongoClient(uri)
     client.jobflow.jobs.insert_one({"title": "Kept across restarts"})
     client.close()
-    server.stop()
+    assert server.release()                      # the only user: stopping it stops the server
     assert not ping(uri, 300)
     again = EmbeddedServer(tmp_path / "secantus")
     uri2 = again.ensure()
     try:
+        assert uri2 == uri                       # same port: clients of the old one reconnect to the new one
         assert MongoClient(uri2).jobflow.jobs.find_one()["title"] == "Kept across restarts"
     finally:
         again.stop()
@@ -52,10 +53,43 @@ def test_two_starts_share_one_server(tmp_path):
         client.jobflow.jobs.insert_one({"title": "shared"})
         assert client.jobflow.jobs.count_documents({}) == 1
         client.close()
+        starter = procs[[a["started"] for a in answers].index(True)]
+        other = procs[[a["started"] for a in answers].index(False)]
+        _leave(starter)
+        assert ping(answers[0]["uri"], 1500)    # the other still uses it: it keeps running (nothing stranded)
+        _leave(other)
+        assert not ping(answers[0]["uri"], 300)  # the last one out stopped it
     finally:
         for p in procs:
-            p.stdin.write("\n")
-            p.stdin.flush()
-        for p in procs:
-            p.wait(30)
-    assert not ping(answers[0]["uri"], 300)  # the one that started it stopped it on exit
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+def _leave(process) -> None:
+    process.stdin.write("\n")
+    process.stdin.flush()
+    assert process.wait(30) == 0
+
+
+@pytest.mark.slow
+def test_killed_user_does_not_keep_it_running(tmp_path):
+    """A user that dies without cleaning up (SIGKILL) drops out: the last one left still stops the server."""
+    data = str(tmp_path / "secantus")
+    first = subprocess.Popen([sys.executable, "-c", ENSURE.format(root=str(ROOT), data=data)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    uri = json.loads(first.stdout.readline())["uri"]
+    second = subprocess.Popen([sys.executable, "-c", ENSURE.format(root=str(ROOT), data=data)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(second.stdout.readline())["uri"] == uri
+        second.kill()
+        second.wait(10)
+        assert ping(uri, 1500)
+        _leave(first)
+        assert not ping(uri, 300)
+    finally:
+        for p in (first, second):
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)

@@ -20,24 +20,29 @@ def add_items(status, n):
 
 
 def test_healthy_shape(client):
+    current = {"status": "completed", "model": "multilingual-e5-small"}
     Job._get_collection().insert_many([
-        {"title": "a", "embedding": {"status": "completed", "model": "multilingual-e5-small"}},
-        {"title": "b", "embedding": {"status": "completed", "model": "multilingual-e5-small"}},
-        {"title": "c", "embedding": {"status": "completed", "model": "multilingual-e5-small"}},
-        {"title": "d"}])
+        {"title": "a", "status": "active", "embedding": current},
+        {"title": "b", "status": "active", "embedding": current},
+        {"title": "c", "status": "active", "embedding": current},
+        {"title": "d", "status": "active"},
+        # Closed jobs are not embedded, so coverage leaves them out (embedded or not).
+        {"title": "e", "status": "closed"},
+        {"title": "f", "status": "closed", "embedding": current}])
     add_items("pending", 2)
     WorkerStatus._get_collection().insert_one({"workerId": "w:1:a", "state": "running", "lastHeartbeat": utcnow()})
     response = client.get("/api/health/embeddings")
     body = response.get_json()
     assert response.status_code == 200 and body["status"] == "healthy" and "reasons" not in body
     assert body["timestamp"].endswith("Z")
-    assert body["metrics"] == {"coverage": "75.00%", "totalJobs": 4, "jobsWithEmbeddings": 3,
+    assert body["metrics"] == {"coverage": "75.00%", "coverageOf": "active jobs", "totalJobs": 6, "activeJobs": 4,
+                               "jobsWithEmbeddings": 3,
                                "queue": {"pending": 2, "processing": 0, "failed": 0}, "workers": {"active": 1}}
 
 
 def test_degraded_says_why(client):
     client.application.config["ALERT_THRESHOLD_QUEUE_SIZE"] = 5
-    add_items("pending", 5)
+    add_items("pending", 6)   # more than the threshold, as for the alert rule
     add_items("failed", 50)
     WorkerStatus._get_collection().insert_one({"workerId": "old", "state": "running",
                                                "lastHeartbeat": utcnow() - timedelta(hours=1)})
@@ -46,7 +51,7 @@ def test_degraded_says_why(client):
     assert body["status"] == "degraded" and body["metrics"]["workers"]["active"] == 0
     assert body["metrics"]["coverage"] == "0.00%"
     reasons = " | ".join(body["reasons"])
-    assert "no active worker" in reasons and "5 pending items" in reasons and "50 failed items" in reasons
+    assert "no active worker" in reasons and "6 pending items" in reasons and "50 failed items" in reasons
 
 
 def test_database_down_answers_503_quickly(make_app):

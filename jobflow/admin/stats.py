@@ -36,6 +36,7 @@ from ..embeddings.text import job_text, text_hash
 from ..models import Job, QueueItem, WorkerStatus
 from ..models.queue_item import QUEUE_STATUSES
 from ..models.worker_status import live_query
+from ..thresholds import queue_too_long, too_many_failed_items, too_many_failures
 from ..timeutil import utcnow
 from . import samples
 
@@ -147,10 +148,45 @@ def job_counts_live(model: str) -> dict:
     current = max(total - sum(other.values()) - sum(by_model.values()) - unnamed, 0)
     if current:
         by_model[model] = current
-    return {"jobsTotal": total, "jobsCurrent": current, "jobsByModel": by_model, "jobsFailed": other["failed"],
+    active, active_current = active_counts(model, total)
+    return {"jobsTotal": total, "jobsCurrent": current, "jobsActive": active, "jobsActiveCurrent": active_current,
+            "jobsByModel": by_model, "jobsFailed": other["failed"],
             # update_job marks an embedded job pending when its text changes; the old vector stays.
             "jobsTextChanged": jobs.count_documents({"embedding.status": "pending",
                                                      "embedding.vector": {"$exists": True}})}
+
+
+def active_counts(model: str, total: int) -> tuple[int, int]:
+    """(active jobs, active jobs with a current embedding of ``model``): coverage is over active jobs only.
+
+    Both are taken as the large set minus small ones, read through indexes: the
+    jobs of other statuses, and the active jobs not embedded by ``model``.
+    """
+    jobs = _jobs()
+    inactive = sum(jobs.count_documents(query) for query in (
+        {"status": {"$lt": "active"}}, {"status": {"$gt": "active"}}, {"status": None}))
+    active = max(total - inactive, 0)
+    not_current = sum(jobs.count_documents({"status": "active", **query}) for query in (
+        {"embedding.status": {"$in": ["pending", "processing", "failed"]}}, {"embedding.status": None},
+        {"embedding.status": "completed", "embedding.model": {"$lt": model}},
+        {"embedding.status": "completed", "embedding.model": {"$gt": model}},
+        {"embedding.status": "completed", "embedding.model": None}))
+    return active, max(active - not_current, 0)
+
+
+def coverage_percent(active_current: int, active: int) -> float:
+    """Share of active jobs with a current embedding, in percent (0 with no active jobs)."""
+    return round(active_current / active * 100, 2) if active else 0.0
+
+
+def coverage_figures(counts: dict) -> dict:
+    """total, current, active, activeCurrent and coverage from job counts (live or a sample's)."""
+    total, current = int(counts.get("jobsTotal") or 0), int(counts.get("jobsCurrent") or 0)
+    active, active_current = counts.get("jobsActive"), counts.get("jobsActiveCurrent")
+    if active is None or active_current is None:     # a sample written before coverage was over active jobs
+        active, active_current = total, current
+    return {"total": total, "current": current, "active": int(active), "activeCurrent": int(active_current),
+            "coverage": coverage_percent(int(active_current), int(active))}
 
 
 def job_counts(settings: dict, sample: dict | None) -> dict:
@@ -160,11 +196,9 @@ def job_counts(settings: dict, sample: dict | None) -> dict:
                              "jobsTotal", lambda: job_counts_live(model),
                              lambda v: v if isinstance(v, int) else v["jobsTotal"])
     if isinstance(counts, int):   # taken from the sample: the sample holds the rest too
-        counts = {k: sample.get(k) for k in ("jobsTotal", "jobsCurrent", "jobsByModel", "jobsFailed",
-                                             "jobsTextChanged")}
-    total, current = counts["jobsTotal"] or 0, counts["jobsCurrent"] or 0
-    return {"total": total, "current": current, "model": model,
-            "coverage": round(current / total * 100, 2) if total else 0.0,
+        counts = {k: sample.get(k) for k in ("jobsTotal", "jobsCurrent", "jobsActive", "jobsActiveCurrent",
+                                             "jobsByModel", "jobsFailed", "jobsTextChanged")}
+    return {**coverage_figures(counts), "model": model,
             "byModel": dict(sorted((counts["jobsByModel"] or {}).items(), key=lambda kv: -kv[1])),
             "failed": counts.get("jobsFailed") or 0, "textChanged": counts.get("jobsTextChanged") or 0,
             "approx": as_of is not None, "asOf": as_of}
@@ -341,14 +375,14 @@ def open_alerts(data: dict, settings: dict) -> list[dict]:
         elif row["level"] in ("ok", "stale") and row["state"] == "paused":
             live.append({"key": "paused", "level": "warn", "title": f"Worker {row['workerId']} paused",
                          "detail": row["reason"] or "memory"})
-    if data["failuresLastHour"] > settings["ALERT_THRESHOLD_FAILURES"]:
+    if too_many_failures(data["failuresLastHour"], settings):
         live.append({"key": "failures", "level": "bad",
                      "title": f"{data['failuresLastHour']} failures in the last hour",
                      "detail": f"threshold {settings['ALERT_THRESHOLD_FAILURES']}; see Failures"})
-    if counts["pending"] > settings["ALERT_THRESHOLD_QUEUE_SIZE"]:
+    if queue_too_long(counts["pending"], settings):
         live.append({"key": "queue", "level": "warn", "title": f"{counts['pending']:,} items pending",
                      "detail": f"threshold {settings['ALERT_THRESHOLD_QUEUE_SIZE']}"})
-    if counts["failed"] >= 50:
+    if too_many_failed_items(counts["failed"], settings):
         live.append({"key": "failed-items", "level": "warn", "title": f"{counts['failed']:,} failed items in the queue",
                      "detail": "retry them from Failures once the cause is fixed"})
     if summary["deadHolding"]:
@@ -392,18 +426,21 @@ def health_report(settings: dict, now: datetime, counts: Counts, jobs: dict, act
     reasons = list(extra_reasons)
     if active == 0:
         reasons.append("no active worker (no heartbeat within WORKER_DEAD_THRESHOLD)")
-    if counts["pending"] >= settings["ALERT_THRESHOLD_QUEUE_SIZE"]:
+    if queue_too_long(counts["pending"], settings):
         reasons.append(f"{counts['pending']} pending items (ALERT_THRESHOLD_QUEUE_SIZE is "
                        f"{settings['ALERT_THRESHOLD_QUEUE_SIZE']})")
-    if counts["failed"] >= 50:
-        reasons.append(f"{counts['failed']} failed items (limit 50)")
+    if too_many_failed_items(counts["failed"], settings):
+        reasons.append(f"{counts['failed']} failed items (ALERT_THRESHOLD_FAILED_ITEMS is "
+                       f"{settings['ALERT_THRESHOLD_FAILED_ITEMS']})")
     body = {
         "status": "degraded" if reasons else "healthy",
         "timestamp": iso(now),
         "metrics": {
             "coverage": f"{jobs['coverage']:.2f}%",
+            "coverageOf": "active jobs",
             "totalJobs": jobs["total"],
-            "jobsWithEmbeddings": jobs["current"],
+            "activeJobs": jobs["active"],
+            "jobsWithEmbeddings": jobs["activeCurrent"],
             "queue": {"pending": counts["pending"], "processing": counts["processing"], "failed": counts["failed"]},
             "workers": {"active": active},
         },
@@ -420,8 +457,7 @@ def health_from_sample(settings: dict, now: datetime, reason: str) -> dict:
     sample = samples.latest_sample(now, HEALTH_SAMPLE_AGE) or samples.latest_sample(now, timedelta(days=1))
     counts = Counts({s: int((sample or {}).get(s) or 0) for s in ACTIVE_STATES},
                     set(ACTIVE_STATES) if sample else set(), sample["time"] if sample else None)
-    total, current = int((sample or {}).get("jobsTotal") or 0), int((sample or {}).get("jobsCurrent") or 0)
-    jobs = {"total": total, "current": current, "coverage": round(current / total * 100, 2) if total else 0.0}
+    jobs = coverage_figures(sample or {})
     return health_report(settings, now, counts, jobs, int((sample or {}).get("workersAlive") or 0), (reason,))
 
 

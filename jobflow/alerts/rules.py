@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
 
+from ..thresholds import queue_too_long, too_many_failures
 from ..timeutil import ms
 
 FAILURE_WINDOW = timedelta(hours=1)
@@ -138,7 +139,7 @@ def failures_rule(s: Snapshot, settings: dict) -> Finding:
     """Too many queue items failed in the last hour."""
     limit = settings["ALERT_THRESHOLD_FAILURES"]
     return Finding(
-        key="failures", firing=s.failures > limit, severity="warning",
+        key="failures", firing=too_many_failures(s.failures, settings), severity="warning",
         title="Embedding failures above the threshold",
         summary=f"{s.failures} queue items failed in the last hour (alert above {limit})",
         figures={"failed in the last hour": s.failures, "failed for good": s.failed_final,
@@ -150,7 +151,7 @@ def queue_rule(s: Snapshot, settings: dict) -> Finding:
     """Too many items pending."""
     limit = settings["ALERT_THRESHOLD_QUEUE_SIZE"]
     return Finding(
-        key="queue", firing=s.pending > limit, severity="warning",
+        key="queue", firing=queue_too_long(s.pending, settings), severity="warning",
         title="Embedding queue is backing up",
         summary=f"{s.pending} items pending (alert above {limit})",
         figures={"pending": s.pending, "processing": int(s.queue.get("processing", 0)),

@@ -64,7 +64,8 @@ def admin_status():
     jobs = data["jobs"]
     return jsonify({
         "timestamp": iso(data["now"]),
-        "coverage": {"percent": jobs["coverage"], "current": jobs["current"], "total": jobs["total"],
+        "coverage": {"percent": jobs["coverage"], "of": "active jobs", "activeCurrent": jobs["activeCurrent"],
+                     "active": jobs["active"], "current": jobs["current"], "total": jobs["total"],
                      "model": jobs["model"], "byModel": jobs["byModel"]},
         "jobs": {"total": jobs["total"], "withCurrentEmbedding": jobs["current"],
                  "embeddingFailed": jobs["failed"], "textChanged": jobs["textChanged"]},

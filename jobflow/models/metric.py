@@ -36,6 +36,8 @@ class MetricSample(Document):
     workersAlive = IntField(default=0)
     jobsTotal = IntField()                    # job counts at sample time (minute samples only)
     jobsCurrent = IntField()
+    jobsActive = IntField()                   # coverage is over active jobs
+    jobsActiveCurrent = IntField()
     jobsByModel = DictField()
     jobsFailed = IntField()
     jobsTextChanged = IntField()

@@ -1,0 +1,1 @@
+"""Acceptance suite (table below)."""
