@@ -6,18 +6,33 @@
 import os
 from pathlib import Path
 
-from dotenv import load_dotenv
+from jobflow import load_env_file
+from jobflow.startup import fail, settings_or_exit
 
 ROOT = Path(__file__).resolve().parent
-load_dotenv(ROOT / ".env", override=False)
+load_env_file(ROOT / ".env")
+SETTINGS = settings_or_exit()   # every bad setting named on a line of its own, before anything binds
+
+
+
+def _whole_number(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        fail([f"{name}={raw!r}: expected a whole number of at least 1"], 2)
+    return value
+
 
 wsgi_app = "wsgi:app"
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5001')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{SETTINGS['PORT']}"
+workers = _whole_number("WEB_CONCURRENCY", 2)
+threads = _whole_number("GUNICORN_THREADS", 4)
 worker_class = "gthread"
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+timeout = _whole_number("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _whole_number("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = 5
 preload_app = False  # each web process connects after the fork (pymongo clients are not fork-safe)
 accesslog = "-"
@@ -27,23 +42,17 @@ capture_output = True
 
 
 def on_starting(server):
-    """Before binding: every bad setting named (one line each), the database reached or the embedded one started.
+    """Before binding: the database reached, or the embedded one started (or reused).
 
     With MONGODB_URI unset, the master starts (or reuses) the embedded database and stays one of its users, so it
     runs as long as the web service (or the worker) does.
     """
-    from jobflow import load_env_file
-    from jobflow.config import ConfigError, load_settings
     from jobflow.db import DatabaseUnavailable
-    from jobflow.startup import fail, prepare_database
-    load_env_file(ROOT / ".env")
+    from jobflow.startup import prepare_database
+    instance = os.environ.get("JOBFLOW_INSTANCE_PATH") or str(ROOT / "instance")
     try:
-        settings = load_settings()
-        instance = os.environ.get("JOBFLOW_INSTANCE_PATH") or str(ROOT / "instance")
-        uri = prepare_database(settings, instance)
-    except ConfigError as exc:
-        fail(exc.problems, 2)
+        uri = prepare_database(SETTINGS, instance)
     except DatabaseUnavailable as exc:
         fail([str(exc)], 2)
-    if not settings["MONGODB_URI"]:
+    if not SETTINGS["MONGODB_URI"]:
         server.log.info("embedded database: %s", uri.rsplit("/", 1)[0])

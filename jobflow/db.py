@@ -83,11 +83,12 @@ def where(uri: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while the process runs (a zombie, exited but not yet reaped by its parent, does not)."""
+    import psutil
     try:
-        os.kill(pid, 0)
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    return True
 
 
 class EmbeddedServer:

@@ -24,6 +24,15 @@ def fail(problems: list[str], exit_code: int) -> NoReturn:
     raise SystemExit(exit_code)
 
 
+def settings_or_exit(exit_code: int = 2) -> dict:
+    """The settings from the environment, or exit naming every bad one."""
+    from .config import load_settings
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        fail(exc.problems, exit_code)
+
+
 def build_app(exit_code: int = 2) -> Flask:
     """The app, or exit with ``exit_code`` after naming what stops it."""
     from . import create_app

@@ -40,6 +40,33 @@ def test_dry_run_counts_and_changes_nothing(app):
     assert QueueItem.objects.count() == 0
 
 
+def test_dry_run_environment_variable_is_honoured(app):
+    """The original specification's ``DRY_RUN=true npm run migrate:embeddings``."""
+    seed_jobs()
+    result = app.test_cli_runner().invoke(args=["migrate-embeddings"], env={"DRY_RUN": "true"})
+    assert result.exit_code == 0, result.output
+    assert "dry run: would queue 4 jobs; nothing changed" in result.output
+    assert QueueItem.objects.count() == 0
+
+
+def test_countdown_on_a_terminal_can_be_cancelled(app, monkeypatch):
+    """On a terminal a real migration waits a few seconds first; Ctrl+C then changes nothing; --yes skips it."""
+    import time
+    from jobflow import cli
+    seed_jobs()
+    monkeypatch.setattr(cli, "_on_terminal", lambda: True)
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(time, "sleep", interrupted)
+    cancelled = app.test_cli_runner().invoke(args=["migrate-embeddings"])
+    assert cancelled.exit_code == 1 and "Ctrl+C to cancel" in cancelled.output and "cancelled" in cancelled.output
+    assert QueueItem.objects.count() == 0
+    confirmed = app.test_cli_runner().invoke(args=["migrate-embeddings", "--yes"])
+    assert confirmed.exit_code == 0 and "starting in" not in confirmed.output
+    assert QueueItem.objects.count() == 4
+
+
 def test_migration_queues_backfill_once(app):
     ids = seed_jobs()
     from jobflow import queue

@@ -120,6 +120,8 @@ def test_retryable_errors_retry_then_fail(make_worker, server, mode, options, er
     assert [e["attempt"] for e in doc["errorHistory"]] == [1, 2, 3]
     emb = job(job_id)["embedding"]
     assert emb["status"] == "failed" and error in emb["error"] and "vector" not in emb
+    assert emb["retries"] == 3   # the runbook's query for jobs that used up their attempts finds it
+    assert [j["_id"] for j in Job._get_collection().find({"embedding.retries": {"$gte": 3}})] == [job_id]
     assert worker.failed == 3 and worker.processed == 0
 
 

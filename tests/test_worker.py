@@ -94,6 +94,36 @@ def test_scheduled_worker_drains_logs_and_stops(openai_settings, server, caplog)
     assert KEY not in caplog.text
 
 
+@pytest.mark.parametrize("claiming", [True, False])
+def test_schedule_checks_alerts_and_records_samples(make_app, server, claiming):
+    """The schedule table runs the alert checks and the per-minute sample, whether or not the worker claims."""
+    from jobflow.models import AlertState, MetricSample
+    app = make_app(EMBEDDING_PROVIDER="openai", OPENAI_API_KEY=KEY, OPENAI_BASE_URL=server.base_url,
+                   EMBEDDING_WORKER_ENABLED=claiming, ALERT_CHECK_INTERVAL=1000, EMBEDDING_WORKER_INTERVAL=100)
+    ids = add_jobs(simple_jobs(3))
+    worker = Worker.from_app(app)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not (MetricSample._get_collection().count_documents({"span": "1m", "done": True})
+                   and AlertState._get_collection().find_one({"_id": "coverage"})):
+            assert time.monotonic() < deadline, "no sample or no alert check within 20 s"
+            time.sleep(0.1)
+        if claiming:
+            while statuses()["completed"] < 3:
+                assert time.monotonic() < deadline, statuses()
+                time.sleep(0.05)
+        else:
+            scheduled = {job.id for job in worker.scheduler.get_jobs()}
+            assert scheduled == {"heartbeat", "check-alerts", "record-metrics", "embedded-database"}
+            assert statuses()["pending"] == 3 and server.requests == 0
+            status = worker_status(worker)
+            assert status["state"] == "stopped" and "EMBEDDING_WORKER_ENABLED" in status["reason"]
+    finally:
+        worker.stop(timeout=5)
+    assert len(ids) == 3
+
+
 def test_no_debug_line_without_debug_worker(openai_settings, server, caplog):
     caplog.set_level(logging.DEBUG, logger="jobflow")
     settings = openai_settings(DEBUG_WORKER=False)
