@@ -157,7 +157,7 @@ SETTINGS: list[Setting] = [
     Setting("OPENAI_API_TIMEOUT", "30000", _int(100), "provider call timeout, ms", group="Embeddings"),
     Setting("OPENAI_BASE_URL", "", _text, "base URL of an OpenAI-compatible server; empty = api.openai.com", group="Embeddings"),
     # Worker
-    Setting("EMBEDDING_WORKER_ENABLED", "true", _bool, "run the embedding worker (python app.py runs it as a thread)", group="Worker"),
+    Setting("EMBEDDING_WORKER_ENABLED", "true", _bool, "claim and embed queue items; false = a worker claims nothing but still checks alerts and records metrics", group="Worker"),
     Setting("EMBEDDING_WORKER_INTERVAL", "5000", _int(100), "queue poll interval when idle, ms", group="Worker"),
     Setting("EMBEDDING_MAX_CONCURRENT", "3", _int(1, 64), "provider calls in flight at once", group="Worker"),
     Setting("EMBEDDING_BATCH_SIZE", "500", _int(1, 100000), "rows per block when recomputing similarity", group="Worker"),

@@ -1,6 +1,6 @@
 """The per-minute metric sample the worker writes, and its hour and day roll-ups.
 
-The worker calls ``record_sample(settings)`` once a minute (schedule table).
+The worker calls ``record_sample(settings)`` every 10 s (schedule table: SAMPLE_EVERY_MS).
 Each call writes the sample of the minute that just ended; with several
 workers the first to insert that minute's document does the counting and the
 others return at once (unique ``span, time``). The same call rolls the

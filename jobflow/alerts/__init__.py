@@ -1,6 +1,6 @@
 """Alerts: rules decide from the figures (``rules``), then stored alerts and emails follow (``notify``).
 
-``check_alerts(app)`` is the periodic job: the worker runs it every minute under
+``check_alerts(app)`` is the periodic job: every worker runs it every ALERT_CHECK_INTERVAL under
 a lease, so one process at a time sends. It never raises for a mail server
 that is down; the email stays due and the next check sends it.
 """
