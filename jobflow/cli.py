@@ -63,7 +63,8 @@ def worker_command():
     from .logs import setup_logging
     from .worker import run_worker_process
     setup_logging(current_app.config)
-    raise SystemExit(run_worker_process(current_app))
+    # The app itself, not the request-local proxy: the scheduler's threads push its context for alert emails.
+    raise SystemExit(run_worker_process(current_app._get_current_object()))
 
 
 @click.command("recompute-all")

@@ -156,9 +156,9 @@ def update_job(job_id, fields: dict[str, Any], replace: bool = False) -> Job:
 
 
 def delete_job(job_id) -> None:
-    """Delete a job, its pending queue items, and its place in other jobs' lists."""
+    """Delete a job, its pending and failed queue items, and its place in other jobs' lists."""
     job = get_job(job_id)
-    queue.remove_pending(job.id)
+    queue.remove_deleted_job(job.id)
     job.delete()
     leave_lists(job.id)
 

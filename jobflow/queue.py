@@ -263,6 +263,11 @@ def release_worker(owner: str, refund_attempt: bool = False) -> int:
     return release(ids, owner, refund_attempt=refund_attempt)
 
 
+def remove_deleted_job(job_id) -> int:
+    """A deleted job's pending and failed items out of the queue (held ones settle as skipped; history expires)."""
+    return _coll().delete_many({"jobId": _oid(job_id), "status": {"$in": ["pending", "failed"]}}).deleted_count
+
+
 def remove_pending(job_id) -> int:
     """Take a job's pending items out of the queue (job deleted or closed)."""
     return _coll().delete_many({"jobId": _oid(job_id), "status": "pending"}).deleted_count

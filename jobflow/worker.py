@@ -443,7 +443,9 @@ class Worker:
                      "model": self.provider.model, "currentBatch": self.current_batch,
                      "processed": self.processed, "failed": self.failed, "tokensUsed": self.tokens,
                      "memory": {"rss": rss, "fraction": round(rss / available_memory(), 4)},
-                     "indexSize": len(self.lists) if self.lists else 0},
+                     "indexSize": len(self.lists) if self.lists else 0,
+                     # Switched off on purpose (setting or rollback): alive, but nothing will be embedded.
+                     "disabled": not self.claiming or self.reason == "disabled by rollback"},
             "$setOnInsert": {"startedAt": utcnow()}}, upsert=True)
 
 

@@ -67,6 +67,9 @@ def test_no_live_worker_for_longer_than_the_dead_threshold():
     assert "workers" not in fired(healthy(live_heartbeat=None, last_heartbeat=NOW - timedelta(minutes=1),
                                           live_workers=0))
     assert "workers" in fired(healthy(live_heartbeat=None, last_heartbeat=NOW - timedelta(minutes=5), live_workers=0))
+    # Only workers switched off: it fires, and says so.
+    off = fired(healthy(live_heartbeat=None, last_heartbeat=None, live_workers=0, disabled_workers=2))["workers"]
+    assert "2 worker(s) run with embedding switched off" in off.summary and off.figures["switched off"] == 2
 
 
 def test_provider_unhealthy_on_a_degraded_worker_or_repeated_rate_limits():
@@ -138,6 +141,10 @@ def test_gather_reads_the_figures(app):
     assert s.live_workers == 1
     assert [(d.worker_id, d.reason) for d in s.degraded] == [("b", "unknown model")]
     assert (s.active_jobs, s.embedded_jobs, s.coverage) == (4, 3, 0.75)
+    # A worker switched off (EMBEDDING_WORKER_ENABLED=false) heartbeats, but is never "heard from" as a worker.
+    statuses.insert_one({"workerId": "off", "state": "stopped", "disabled": True, "lastHeartbeat": now})
+    s = gather(app.config, now)
+    assert s.last_heartbeat == now - timedelta(seconds=5) and s.disabled_workers == 1 and s.live_workers == 1
 
 
 def test_coverage_drop_opens_an_alert_from_the_stored_figure(app):

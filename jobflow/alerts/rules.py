@@ -19,7 +19,9 @@ What each rule measures:
 - ``workers``: no live worker (not stopped, heartbeat within
   WORKER_DEAD_THRESHOLD), and no worker at all has been heard from within
   WORKER_DEAD_THRESHOLD, so a worker stopped cleanly for a deploy gets that
-  long to come back before anyone is told.
+  long to come back before anyone is told. A worker switched off
+  (EMBEDDING_WORKER_ENABLED=false, or a rollback) heartbeats but never
+  embeds: it does not count as heard from.
 - ``provider``: a live worker is ``degraded`` (the worker sets it with the
   reason on a bad key or an unknown model), or RATE_LIMIT_REPEATS rate limits
   or more within RATE_LIMIT_WINDOW. Rate limits are counted from the
@@ -74,8 +76,10 @@ class Snapshot:
     failed_retrying: int = 0              # pending/processing items with a failed attempt within FAILURE_WINDOW
     queue: dict = field(default_factory=dict)   # items per status
     live_heartbeat: datetime | None = None      # newest heartbeat of a worker that is not stopped
-    last_heartbeat: datetime | None = None      # newest heartbeat of any worker, stopped ones too
+    last_heartbeat: datetime | None = None      # newest heartbeat of any worker, stopped ones too, but not of
+                                                # a worker switched off (it heartbeats but never embeds)
     live_workers: int = 0
+    disabled_workers: int = 0             # heard from within WORKER_DEAD_THRESHOLD, but switched off
     degraded: tuple[DegradedWorker, ...] = ()
     rate_limits: int = 0                  # rate-limit events within RATE_LIMIT_WINDOW
     active_jobs: int = 0
@@ -172,11 +176,14 @@ def workers_rule(s: Snapshot, settings: dict) -> Finding:
         silent = duration_text(s.at - s.last_heartbeat)
         summary = (f"no worker has sent a heartbeat for {silent} (limit {duration_text(limit)})" if firing
                    else f"live workers: {s.live_workers}")
+    if firing and s.disabled_workers:
+        summary += (f"; {s.disabled_workers} worker(s) run with embedding switched off "
+                    "(EMBEDDING_WORKER_ENABLED=false or a rollback)")
     return Finding(
         key="workers", firing=firing, severity="critical",
         title="No live embedding worker",
         summary=summary,
-        figures={"live workers": s.live_workers, "last heartbeat": silent + (" ago" if s.last_heartbeat else ""),
+        figures={"live workers": s.live_workers, "switched off": s.disabled_workers, "last heartbeat": silent + (" ago" if s.last_heartbeat else ""),
                  "dead after": duration_text(limit)},
         page=PAGES["workers"])
 
@@ -273,8 +280,9 @@ def gather(settings: dict, now: datetime) -> Snapshot:
     dead_since = now - ms(settings["WORKER_DEAD_THRESHOLD"])
     newest = [("lastHeartbeat", -1)]
     live = statuses.find_one({"state": {"$ne": "stopped"}}, {"lastHeartbeat": 1}, sort=newest)
-    last = statuses.find_one({}, {"lastHeartbeat": 1}, sort=newest)
+    last = statuses.find_one({"disabled": {"$ne": True}}, {"lastHeartbeat": 1}, sort=newest)
     live_workers = statuses.count_documents(live_query(dead_since))
+    disabled_workers = statuses.count_documents({"lastHeartbeat": {"$gte": dead_since}, "disabled": True})
     degraded = tuple(
         DegradedWorker(str(d.get("workerId", "")), str(d.get("reason") or ""), str(d.get("provider") or ""),
                        str(d.get("model") or ""))
@@ -294,7 +302,7 @@ def gather(settings: dict, now: datetime) -> Snapshot:
 
     return Snapshot(at=now, failed_final=failed_final, failed_retrying=failed_retrying, queue=counts,
                     live_heartbeat=(live or {}).get("lastHeartbeat"), last_heartbeat=(last or {}).get("lastHeartbeat"),
-                    live_workers=live_workers, degraded=degraded, rate_limits=rate_limits,
+                    live_workers=live_workers, disabled_workers=disabled_workers, degraded=degraded, rate_limits=rate_limits,
                     active_jobs=active, embedded_jobs=embedded, coverage_samples=samples)
 
 

@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -36,8 +35,8 @@ from pymongo.errors import PyMongoError
 from faults.conftest import BIN, CITIES, ROLES, ROOT, assert_clean_output, http_get
 from jobflow.db import free_port
 
-__all__ = ["APP", "FLASK", "GUNICORN", "Inbox", "Product", "Browser", "api", "assert_clean_output", "free_port",
-           "http_get", "metric_values", "wait_until", "write_jobs"]
+__all__ = ["APP", "FLASK", "GUNICORN", "Inbox", "Product", "Browser", "api", "assert_clean_output",
+           "assert_one_line_per_event", "free_port", "http_get", "metric_values", "wait_until", "write_jobs"]
 
 # The product as the README lays it out, without what a checkout adds (.venv, .git, tests, instance).
 COPIED = ("app.py", "wsgi.py", "gunicorn.conf.py", "jobflow", "templates", "static", "deploy", "Procfile",
@@ -125,11 +124,12 @@ class Running:
             raise AssertionError(f"{self.name} did not exit within {timeout}s of signal {sig}:\n{self.tail()}")
 
     def kill(self) -> None:
-        """SIGKILL the process and its group (teardown)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        """SIGKILL the process and its group (teardown); nothing when it has already exited."""
+        if self.alive():
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
@@ -186,7 +186,7 @@ class Product:
 
     def environment(self, extra: dict | None = None) -> dict:
         """The test's environment without any of the product's settings, the venv first on PATH."""
-        env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+        env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED and not k.startswith("JOBFLOW_")}
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONUNBUFFERED"] = "1"
         env.update(extra or {})
@@ -199,7 +199,8 @@ class Product:
         self.running.append(proc)
         return proc
 
-    def run(self, args: list[str], timeout: float = 90, extra_env: dict | None = None, name: str | None = None) -> Finished:
+    def run(self, args: list[str], timeout: float = 90, extra_env: dict | None = None,
+            name: str | None = None) -> Finished:
         """Run a command to its end (stdin not a terminal); its exit code and output."""
         return self.run_all([(name or " ".join(args[1:4]), args, extra_env)], timeout)[0]
 
@@ -218,10 +219,6 @@ class Product:
             self.finished.append(done)
             results.append(done)
         return results
-
-    def all_output(self):
-        """Every process started here (running or ended), for the log checks."""
-        return list(self.running)
 
     def stop_all(self) -> None:
         """Teardown: SIGTERM what still runs, then SIGKILL; and the embedded database if one is left."""
@@ -268,6 +265,18 @@ def write_jobs(path: Path, count: int, tag: str, words: int = 0, status: str = "
                 "category": category, "location": city, "status": status,
                 "description": f"{role} in {city}, team {i % 7}, posting {tag} {i}. {extra}".strip()}) + "\n")
     return path
+
+
+# README: "Both log to stdout with timestamps, one line per event". gunicorn's own and access lines start with
+# "[date]"; start-up problems and warnings with "jobflow: ".
+EVENT_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d|\[|jobflow: )")
+
+
+def assert_one_line_per_event(*processes) -> None:
+    """Every line the long-running processes printed is one event: timestamped (or a start-up line)."""
+    for proc in processes:
+        stray = [line for line in proc.output().splitlines() if line.strip() and not EVENT_LINE.match(line)]
+        assert not stray, f"{proc.name} printed lines that are not one event each: {stray[:6]}"
 
 
 # ----- HTTP -------------------------------------------------------------------------------------------------

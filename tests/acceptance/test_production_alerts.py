@@ -16,7 +16,8 @@ import pytest
 
 from jobflow.testing.openai_server import EmbeddingsServer
 
-from .conftest import FLASK, GUNICORN, Product, api, assert_clean_output, database, free_port, http_get, wait_until
+from .conftest import (FLASK, GUNICORN, Product, api, assert_clean_output, assert_one_line_per_event, database,
+                       free_port, http_get, wait_until)
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 
@@ -77,7 +78,8 @@ def fleet(tmp_path_factory, module_db_uri, inbox):
 
 
 def mentions(proc, word: str) -> list[str]:
-    return [line for line in proc.output().splitlines() if word in line]
+    """The worker's own lines naming ``word`` (alert lines quote the setting too: they are not the worker's word)."""
+    return [line for line in proc.output().splitlines() if word in line and "jobflow.alerts" not in line]
 
 
 def test_a_disabled_worker_claims_nothing_over_several_heartbeats_and_says_so_once(fleet):
@@ -119,11 +121,13 @@ def test_a_worker_with_a_refused_key_opens_the_provider_alert_and_the_workers_al
     reminder = fleet.inbox.wait_for("provider", "reminder", REMINDER_S + 45, processes=fleet.processes())[0]
     assert reminder.at - opened.at >= REMINDER_S - 1
     assert fleet.status_of(fleet.worker).get("state") == "degraded", fleet.status_of(fleet.worker)
-    # A degraded worker is alive: the workers alert of the previous test resolves, once.
-    fleet.inbox.wait_for("workers", "resolved", 60, processes=fleet.processes())
-    kinds = [m.kind for m in fleet.inbox.about("workers")]
-    assert kinds.count("opened") == 1 and kinds.count("resolved") == 1 and kinds[-1] == "resolved", \
-        fleet.inbox.subjects()
+    # A degraded worker is alive: the workers alert of the previous test resolves, once. (When that test
+    # failed because the alert never opened, it says so; nothing is left to resolve here.)
+    if fleet.inbox.about("workers", "opened"):
+        fleet.inbox.wait_for("workers", "resolved", 60, processes=fleet.processes())
+        kinds = [m.kind for m in fleet.inbox.about("workers")]
+        assert kinds.count("opened") == 1 and kinds.count("resolved") == 1 and kinds[-1] == "resolved", \
+            fleet.inbox.subjects()
 
 
 def test_fixing_the_key_in_dotenv_and_restarting_the_worker_resolves_the_provider_alert(fleet):
@@ -165,3 +169,4 @@ def test_the_processes_stop_cleanly_and_never_print_a_traceback_or_a_secret(flee
     for proc in fleet.processes():
         assert proc.stop() == 0, proc.tail()
     assert_clean_output(*fleet.product.running, secrets=(KEY, WRONG_KEY, TOKEN, SECRET_KEY))
+    assert_one_line_per_event(*[p for p in fleet.product.running if p.name.startswith(("worker", "gunicorn"))])

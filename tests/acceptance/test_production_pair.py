@@ -15,7 +15,8 @@ import pytest
 from jobflow.db import ping
 from jobflow.testing.openai_server import EmbeddingsServer
 
-from .conftest import FLASK, GUNICORN, Product, api, assert_clean_output, free_port, http_get, wait_until
+from .conftest import (FLASK, GUNICORN, Product, api, assert_clean_output, assert_one_line_per_event, free_port,
+                       http_get, wait_until)
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 
@@ -140,3 +141,4 @@ def test_the_last_process_to_exit_stops_the_embedded_database(pair):
                psutil.STATUS_ZOMBIE, 40, seen=lambda: pair.product.database_state())
     assert not ping(uri, 500)
     assert_clean_output(*pair.product.running, secrets=(KEY, TOKEN, SECRET_KEY))
+    assert_one_line_per_event(*pair.product.running)
