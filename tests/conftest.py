@@ -40,15 +40,20 @@ def mongo_server():
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def db_uri(mongo_server):
-    """The URI of a database no other test uses; dropped afterwards."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    yield f"{mongo_server}/{name}"
+def fresh_database(mongo_server: str, prefix: str):
+    """Yield the URI of a database no other test uses, on the session's server; drop it afterwards."""
     from pymongo import MongoClient
+    name = prefix + uuid.uuid4().hex[:12]
+    yield f"{mongo_server}/{name}"
     client = MongoClient(mongo_server)
     client.drop_database(name)
     client.close()
+
+
+@pytest.fixture
+def db_uri(mongo_server):
+    """The URI of a database no other test uses; dropped afterwards."""
+    yield from fresh_database(mongo_server, "t_")
 
 
 @pytest.fixture

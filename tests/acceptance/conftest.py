@@ -21,7 +21,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
@@ -32,6 +31,7 @@ from aiosmtpd.controller import Controller
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from conftest import fresh_database
 from faults.conftest import BIN, CITIES, ROLES, ROOT, assert_clean_output, http_get
 from jobflow.db import free_port
 
@@ -422,11 +422,7 @@ def inbox():
 @pytest.fixture(scope="module")
 def module_db_uri(mongo_server):
     """A database of the session's SecantusDB server that one module's product uses; dropped afterwards."""
-    name = "acc_" + uuid.uuid4().hex[:10]
-    yield f"{mongo_server}/{name}"
-    client = MongoClient(mongo_server)
-    client.drop_database(name)
-    client.close()
+    yield from fresh_database(mongo_server, "acc_")
 
 
 def database(uri: str):

@@ -234,8 +234,12 @@ def test_the_worker_writes_a_sample_for_every_minute_that_ended(aio):
                seen=lambda: list(samples.find({"span": "1m"}, {"_id": 0, "time": 1, "done": 1})))
     now = datetime.now(timezone.utc)
     written = {d["time"]: d for d in samples.find({"span": "1m"})}
+    done = sorted(t for t, d in written.items() if d.get("done"))
+    # At start the worker writes the sample of the minute that just ended: the one before the start's minute,
+    # or the start's own minute when the worker got going after the next minute began.
+    assert done and done[0] <= start_minute, f"no sample written at start ({aio.started_at}): {done}"
     due = []
-    minute = start_minute - timedelta(minutes=1)         # the previous minute's sample, written at start
+    minute = done[0]
     while minute + timedelta(minutes=1) + SAMPLE_GRACE <= now:
         due.append(minute)
         minute += timedelta(minutes=1)
