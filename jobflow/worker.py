@@ -123,6 +123,10 @@ class Worker:
             self.scheduler.shutdown(wait=False)
         finished = self._busy.acquire(timeout=max(timeout, 0.01))
         released = queue.release_worker(self.worker_id, refund_attempt=True)
+        # The schedule's leases it holds (alert checks, clean-up) go at once: another worker takes over at its next
+        # run instead of a minute later. The recompute lease is released by the recompute itself when it ends.
+        from .schedule import JOBS
+        Lease._get_collection().delete_many({"owner": self.worker_id, "_id": {"$in": [j.id for j in JOBS if j.lease]}})
         if finished:
             self._busy.release()
         self.state = "stopped"
