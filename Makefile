@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test install install-test
+.PHONY: run test check install install-test
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ install-test: $(VENV)/bin/activate
 run: install
 	$(PY) app.py
 
-## Install the test dependencies and run the whole test suite
-test: install-test
+## Install the test dependencies, check the layers and the lint, and run the whole test suite
+test: install-test check
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The import contract (pyproject.toml: one-way layers, no cycles, no Flask in jobflow.ops) and ruff
+check:
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .

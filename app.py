@@ -15,3 +15,22 @@ if __name__ == "__main__":
     sys.exit(run_all_in_one(build_app()))
 
 app = build_app()
+
+
+def _add_dev_commands(flask_app) -> None:
+    """``flask --app app benchmark``, from ``benchmarks/cli.py`` when that folder is beside this file.
+
+    Not part of the product package (``jobflow`` never imports ``benchmarks``); a copy of the product
+    without the repository's dev folders simply lacks the command. The import is cheap: the benchmark
+    modules load only when the command runs.
+    """
+    try:
+        from benchmarks.cli import benchmark_command
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("benchmarks", "benchmarks.cli"):
+            raise
+        return
+    flask_app.cli.add_command(benchmark_command)
+
+
+_add_dev_commands(app)

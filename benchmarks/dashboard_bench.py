@@ -53,7 +53,7 @@ def _error(rng: random.Random) -> str:
 def seed(queue_items: int = 100_000, jobs: int = 20_000, now: datetime | None = None, rng_seed: int = 7,
          samples: bool = True, chunk: int = 2000) -> dict:
     """Insert a realistic dashboard data set into the connected database; returns what it made."""
-    from jobflow.models import Job, MetricSample, QueueItem, WorkerStatus
+    from jobflow.models import Job, QueueItem, WorkerStatus
     from jobflow.timeutil import utcnow
     rng = random.Random(rng_seed)
     nprng = np.random.default_rng(rng_seed)
@@ -178,7 +178,7 @@ def seed_samples(now: datetime, rng: random.Random, minute_days: int = 3, hour_d
                       "p95Ms": 4000 * wave, "tokens": completed * 420, "workersAlive": 3,
                       "expiresAt": t + timedelta(days=400)})
     MetricSample._get_collection().insert_many(hours)
-    from jobflow.admin.metrics import roll_up_day
+    from jobflow.ops.metrics import roll_up_day
     for i in range(hour_days, 0, -1):
         roll_up_day((end - timedelta(days=i)).replace(hour=0, minute=0))
 
@@ -235,8 +235,8 @@ def run(items: int = 100_000, jobs: int = 20_000, repeat: int = 5, uri: str | No
     """Seed, then time every dashboard page; one row per page (milliseconds)."""
     sys.path.insert(0, str(ROOT))
     from jobflow import create_app
-    from jobflow.admin import metrics
     from jobflow.models import Job, QueueItem
+    from jobflow.ops import metrics
     data_dir = tempfile.mkdtemp(prefix="jobflow-bench-")
     process = None
     try:
@@ -290,16 +290,16 @@ def run(items: int = 100_000, jobs: int = 20_000, repeat: int = 5, uri: str | No
                          "median_ms": round(sample_ms, 1), "min_ms": round(sample_ms, 1),
                          "max_ms": round(sample_ms, 1)})
             # Without a fresh sample (no worker running): large counts are taken live, then kept a minute.
-            from jobflow.admin import stats
             from jobflow.models import MetricSample
+            from jobflow.ops.counts import _live_cache
             MetricSample._get_collection().update_many({"span": "1m"}, {"$set": {"done": False}})
             no_sample = [("overview", "/admin/embeddings"), ("health", "/api/health/embeddings")]
             rows += [dict(r, page=r["page"] + ", no worker, first view") for r in time_pages(
-                client, no_sample, repeat, before_each=stats._live_cache.clear)]
+                client, no_sample, repeat, before_each=_live_cache.clear)]
             rows += [dict(r, page=r["page"] + ", no worker, next views") for r in time_pages(
                 client, no_sample, repeat)]
             # A bulk action (changes the data, so last): retry every failed item through jobflow.queue.
-            from jobflow.admin import actions
+            from jobflow.ops import actions
             started = time.perf_counter()
             count = actions.retry_failed(actions.Actor("bench", "cli"))
             seconds = time.perf_counter() - started

@@ -91,7 +91,7 @@ class Stack:
 
 
 def start_provider(stack: Stack, latency: float) -> str:
-    process = stack.spawn("provider", [sys.executable, "-m", "jobflow.testing.openai_server", "--port", "0",
+    process = stack.spawn("provider", [sys.executable, "-m", "devtools.openai_server", "--port", "0",
                                        "--latency", str(latency), "--dimensions", str(DIMENSIONS)],
                           dict(os.environ), stdout=subprocess.PIPE)
     line = process.stdout.readline().decode().strip()
@@ -127,11 +127,11 @@ def wait_http(port: int, path: str, timeout: float) -> None:
 
 def seed(embedded: int, backlog: int) -> list[str]:
     """Insert the jobs; the embedded ones get the vector the loopback server would return. Their ids."""
+    from devtools.openai_server import embed_text
     from jobflow import queue
     from jobflow.embeddings.text import combine, embedded_texts, job_text, text_hash
     from jobflow.models import Job
     from jobflow.models.fields import vector_to_bson
-    from jobflow.testing.openai_server import embed_text
     from jobflow.timeutil import utcnow
 
     from .pipeline_bench import demo_jobs

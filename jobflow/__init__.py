@@ -37,7 +37,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 def load_env_file(path: Path) -> None:
     """Read ``.env`` into the environment (the environment wins); warn once per process tree of unknown names."""
     import sys
+
     from dotenv import dotenv_values
+
     from .config import unknown_names
     load_dotenv(path, override=False)
     if os.environ.get("JOBFLOW_ENV_CHECKED") == str(path):
@@ -104,16 +106,23 @@ def _connect_database(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from .api import bp as api_bp
     from pymongo.errors import PyMongoError
-    from .api.errors import (APIError, handle_api_error, handle_database_error, handle_http, handle_not_found,
-                             handle_validation)
-    from .extensions import csrf
-    from .jobs import JobNotFound, ValidationError
-    from .web import bp as web_bp
-    from .admin import bp as admin_bp
-    from .auth import bp as auth_bp
     from werkzeug.exceptions import HTTPException
+
+    from .admin import bp as admin_bp
+    from .api import bp as api_bp
+    from .api.errors import (
+        APIError,
+        handle_api_error,
+        handle_database_error,
+        handle_http,
+        handle_not_found,
+        handle_validation,
+    )
+    from .auth import bp as auth_bp
+    from .extensions import csrf
+    from .job_store import JobNotFound, ValidationError
+    from .web import bp as web_bp
 
     app.register_blueprint(api_bp)
     app.register_blueprint(web_bp)

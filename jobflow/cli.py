@@ -1,4 +1,4 @@
-"""The ``flask --app app`` commands."""
+"""The product's ``flask --app app`` commands (``app.py`` adds the dev command ``benchmark`` from ``benchmarks/``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +15,7 @@ def register(app: Flask) -> None:
     for command in (import_jobs_command, load_demo_command, worker_command, recompute_all_command,
                     retry_failed_command, clear_old_queue_command, env_example_command,
                     migrate_embeddings_command, test_embeddings_command, rollback_command,
-                    check_alerts_command, benchmark_command):
+                    check_alerts_command):
         app.cli.add_command(command)
 
 
@@ -60,6 +60,7 @@ def load_demo_command():
 def worker_command():
     """Run the embedding worker in this process until SIGTERM or Ctrl+C (production layout)."""
     from flask import current_app
+
     from .logs import setup_logging
     from .worker import run_worker_process
     setup_logging(current_app.config)
@@ -72,6 +73,7 @@ def worker_command():
 def recompute_all_command():
     """Recompute every similar-jobs list now, in this process, with progress."""
     from flask import current_app
+
     from .embeddings import min_score, provider_model
     from .similarity.lists import SimilarLists
     settings = current_app.config
@@ -107,6 +109,7 @@ def retry_failed_command():
 def clear_old_queue_command(days):
     """Delete finished queue items older than QUEUE_CLEANUP_DAYS."""
     from flask import current_app
+
     from . import queue
     days = current_app.config["QUEUE_CLEANUP_DAYS"] if days is None else days
     click.echo(f"deleted {queue.clear_old(days)} finished items older than {days} days")
@@ -130,6 +133,7 @@ MIGRATION_COUNTDOWN_SECONDS = 5
 def migrate_embeddings_command(dry_run, yes):
     """Queue embeddings for every active job without a current one (new model = re-embed)."""
     from flask import current_app
+
     from . import migration
     from .embeddings import provider_model
     model = provider_model(current_app.config)
@@ -183,6 +187,7 @@ def _countdown(message: str, seconds: int) -> None:
 def test_embeddings_command():
     """Run the seven checks of the embedding system; exit 1 if any fails."""
     from flask import current_app
+
     from .checks import run_checks
     if not run_checks(dict(current_app.config), click.echo):
         raise SystemExit(1)
@@ -247,6 +252,7 @@ def rollback_command(level_, dry_run, reenable, confirmation):
 def check_alerts_command():
     """Evaluate the alert rules once and send the emails that are due (for cron, beside the workers' own checks)."""
     from flask import current_app
+
     from .alerts import check_alerts
     report = check_alerts(current_app._get_current_object())
     click.echo(f"open: {', '.join(report.open) or 'none'}; opened: {len(report.opened)}; "
@@ -254,40 +260,3 @@ def check_alerts_command():
     for key, kind, reason in report.failed:
         click.echo(f"  {kind} email for {key} not sent: {reason}")
 
-
-def _markdown(rows: list[dict]) -> str:
-    """A Markdown table of rows that share their keys."""
-    if not rows:
-        return "(no rows)"
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    def cell(value):
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-    lines += ["| " + " | ".join(cell(row.get(k, "")) for k in keys) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-@click.command("benchmark")
-@click.option("--quick", is_flag=True, help="smaller sizes (about a minute instead of several)")
-@click.option("--only", type=click.Choice(["index", "pipeline", "dashboard"]), multiple=True,
-              help="run only these parts (repeatable)")
-def benchmark_command(quick, only):
-    """Run the project's benchmarks (each on its own throw-away database) and print their tables."""
-    import sys
-    from . import PROJECT_ROOT
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-    from benchmarks import dashboard_bench, pipeline_bench, similarity_bench
-    parts = [
-        ("index", "Similarity index (in memory, 384 dimensions, top 10)",
-         lambda: similarity_bench.run([1000, 10000] if quick else [1000, 10000, 100000], 384, 10)),
-        ("pipeline", "Pipeline: claim, embed, store, lists (loopback OpenAI server answering in 200 ms; local model)",
-         lambda: pipeline_bench.run(jobs=500 if quick else 3000, local_jobs=50 if quick else 200)),
-        ("dashboard", "Dashboard pages (median of 5, signed in)",
-         lambda: dashboard_bench.run(items=10_000 if quick else 100_000, jobs=2_000 if quick else 20_000)),
-    ]
-    for key, title, run in parts:
-        if only and key not in only:
-            continue
-        click.echo(f"\n## {title}\n")
-        click.echo(_markdown(run()))

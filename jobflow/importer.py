@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import queue
-from .jobs import ValidationError, WRITABLE_FIELDS, validate
+from .job_store import WRITABLE_FIELDS, ValidationError, validate
 from .models import Job
 from .timeutil import utcnow
 
@@ -71,7 +71,7 @@ TITLE_CUT = 120
 
 def short_title(text: str) -> str:
     """A title from the first line of a text, cut at a word boundary."""
-    line = next((l.strip() for l in text.splitlines() if l.strip()), "")
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     if len(line) <= TITLE_CUT:
         return line
     return line[:TITLE_CUT].rsplit(" ", 1)[0].rstrip(" ,.;:-(") + "…"

@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import queue
-from .embeddings.text import job_text, text_hash
+from .embeddings.text import EMBEDDING_STATE_FIELDS, job_text, text_hash
 from .models import Job, QueueItem
 
-TEXT_FIELDS = {"title": 1, "company": 1, "category": 1, "location": 1, "description": 1, "status": 1,
-               "embedding.status": 1, "embedding.model": 1, "embedding.textHash": 1}
 CHUNK = 1000
 
 
@@ -40,7 +38,7 @@ def plan(model: str) -> MigrationPlan:
     result.total = Job.objects.count()
     pending = {d["jobId"] for d in QueueItem._get_collection().find(
         {"status": {"$in": ["pending", "processing"]}, "taskType": queue.GENERATE_EMBEDDING}, {"jobId": 1})}
-    for doc in Job._get_collection().find({"status": "active"}, TEXT_FIELDS, batch_size=CHUNK):
+    for doc in Job._get_collection().find({"status": "active"}, EMBEDDING_STATE_FIELDS, batch_size=CHUNK):
         result.active += 1
         emb = doc.get("embedding") or {}
         if emb.get("status") == "completed" and emb.get("model") == model \

@@ -15,6 +15,12 @@ from .timeutil import ms, utcnow
 bp = Blueprint("metrics", __name__)
 
 
+# Figures of the newest per-minute sample: (sample field, metric, help).
+LAST_MINUTE = (("completed", "jobflow_completed_last_minute", "Items completed in the last sampled minute"),
+               ("p50Ms", "jobflow_queue_latency_p50_ms", "Queued to done, median, last sampled minute"),
+               ("p95Ms", "jobflow_queue_latency_p95_ms", "Queued to done, 95th percentile"))
+
+
 class PipelineCollector:
     """Reads the figures from the database at each scrape (indexed counts only)."""
 
@@ -22,9 +28,10 @@ class PipelineCollector:
         self.settings = settings
 
     def collect(self):
-        from .admin import samples, stats
+        from .ops import samples
+        from .ops.counts import job_counts_live, queue_counts
         # The dashboard's own counting: live where cheap, from the worker's minute sample where large.
-        jobs = stats.job_counts_live(provider_model(self.settings))
+        jobs = job_counts_live(provider_model(self.settings))
         total, current = jobs["jobsTotal"], jobs["jobsCurrent"]
         yield GaugeMetricFamily("jobflow_jobs", "Jobs in the database", value=total)
         yield GaugeMetricFamily("jobflow_jobs_embedded", "Jobs with a current embedding", value=current)
@@ -35,7 +42,7 @@ class PipelineCollector:
                                 "Active jobs with a current embedding / active jobs",
                                 value=(active_current / active) if active else 1.0)
         items = GaugeMetricFamily("jobflow_queue_items", "Queue items waiting, in flight or failed", labels=["status"])
-        for status, count in stats.queue_counts(samples.latest_sample()).values.items():
+        for status, count in queue_counts(samples.latest_sample()).values.items():
             items.add_metric([status], count)
         yield items
         alive_after = utcnow() - ms(self.settings["WORKER_DEAD_THRESHOLD"])
@@ -62,9 +69,7 @@ class PipelineCollector:
                                 value=queue._coll().count_documents({"status": "failed", "finishedAt": {"$gte": hour_ago}}))
         sample = samples.latest_sample()
         if sample:
-            for key, name, help_text in (("completed", "jobflow_completed_last_minute", "Items completed in the last sampled minute"),
-                                         ("p50Ms", "jobflow_queue_latency_p50_ms", "Queued to done, median, last sampled minute"),
-                                         ("p95Ms", "jobflow_queue_latency_p95_ms", "Queued to done, 95th percentile")):
+            for key, name, help_text in LAST_MINUTE:
                 if isinstance(sample.get(key), (int, float)):
                     yield GaugeMetricFamily(name, help_text, value=sample[key])
 

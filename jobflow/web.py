@@ -1,7 +1,7 @@
 """Public pages: the home page and a job's page as the board's visitors see it."""
 from flask import Blueprint, abort, render_template
 
-from .jobs import JobNotFound, get_job, list_jobs
+from .job_store import JobNotFound, get_job, list_jobs
 
 bp = Blueprint("web", __name__)
 

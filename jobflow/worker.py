@@ -13,29 +13,20 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from datetime import timedelta
 
 import psutil
-from pymongo import UpdateOne
-from pymongo.errors import PyMongoError
 
 from . import queue
-from .embeddings import (BadInput, ConfigurationError, EmbeddingProvider, InvalidVector, ProviderError, RateLimited,
-                         check_vector, get_provider, min_score)
-from .embeddings.text import TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
-from .models import Job, Lease, WorkerStatus
-from .models.fields import vector_to_bson
+from .embedding_batches import BatchProcessing
+from .embeddings import EmbeddingProvider, get_provider, min_score
+from .models import Lease, WorkerStatus
 from .models.worker_status import live_query
+from .ops import recompute as recompute_state
 from .timeutil import ms, utcnow
 
 log = logging.getLogger("jobflow.worker")
 
-CONFIG_ERROR_RETRY = timedelta(seconds=60)
 DISABLED_REASON = "EMBEDDING_WORKER_ENABLED is false"
-RECOMPUTE_STATE = "recompute-similarity:state"
-JOB_FIELDS = {"title": 1, "company": 1, "category": 1, "location": 1, "description": 1, "status": 1,
-              "embedding.status": 1, "embedding.textHash": 1, "embedding.model": 1}
 
 
 def available_memory() -> int:
@@ -51,7 +42,7 @@ def available_memory() -> int:
     return total
 
 
-class Worker:
+class Worker(BatchProcessing):
     """Processes the embedding queue; see the module docstring."""
 
     def __init__(self, settings: dict, provider: EmbeddingProvider | None = None, worker_id: str | None = None,
@@ -141,7 +132,7 @@ class Worker:
         while self.claiming and not self.stopping.is_set():
             if time.monotonic() < self.blocked_until:
                 break
-            if not self._enabled() or not self._memory_ok():
+            if not self._obey_rollback() or not self._obey_memory_guard():
                 break
             with self._busy:
                 if self.stopping.is_set():
@@ -202,7 +193,7 @@ class Worker:
 
     def record_metrics(self):
         """Write this minute's sample for the dashboard's charts (the first worker each minute does it)."""
-        from .admin.metrics import record_sample
+        from .ops.metrics import record_sample
         return record_sample(self.settings)
 
     def check_alerts(self):
@@ -218,181 +209,14 @@ class Worker:
             self.lists.sync()
 
     def recompute_if_due(self) -> int:
-        """Recompute every list when asked (admin action) or every SIMILARITY_RECOMPUTE_INTERVAL, one process at a time."""
-        state = Lease._get_collection().find_one({"_id": RECOMPUTE_STATE}) or {}
-        now = utcnow()
-        last, asked = state.get("lastRunAt"), state.get("requestedAt")
-        if last is None and asked is None:
-            # Lists are kept current as jobs change; the first full pass is due one interval from now.
-            Lease._get_collection().update_one({"_id": RECOMPUTE_STATE}, {"$setOnInsert": {"lastRunAt": now}},
-                                               upsert=True)
+        """Recompute every list when asked or every SIMILARITY_RECOMPUTE_INTERVAL (one process at a time)."""
+        if self.lists is None:
             return 0
-        due = (asked is not None and (last is None or asked > last)) or \
-            (last is not None and now - last >= ms(self.settings["SIMILARITY_RECOMPUTE_INTERVAL"]))
-        if not due or self.lists is None:
-            return 0
-        if not Lease.acquire("recompute-similarity", self.worker_id, timedelta(minutes=30)):
-            return 0
-        try:
+
+        def recompute() -> int:
             self.lists.sync()
-            started = time.monotonic()
-            count = self.lists.recompute_all()
-            Lease._get_collection().update_one({"_id": RECOMPUTE_STATE}, {"$set": {
-                "lastRunAt": utcnow(), "lastCount": count, "lastSeconds": round(time.monotonic() - started, 2)}},
-                upsert=True)
-            log.info("recomputed %d similar-jobs lists in %.1fs", count, time.monotonic() - started)
-            return count
-        finally:
-            Lease.release("recompute-similarity", self.worker_id)
-
-    # ----- one batch ----------------------------------------------------------------------------
-    def process_batch(self, items: list[dict]) -> None:
-        """Embed what needs it, store vectors, update lists, settle every item."""
-        batch_id = uuid.uuid4().hex[:8]
-        self.current_batch = {"id": batch_id, "size": len(items), "startedAt": utcnow()}
-        started = time.monotonic()
-        jobs = {j["_id"]: j for j in Job._get_collection().find({"_id": {"$in": [i["jobId"] for i in items]}},
-                                                                 JOB_FIELDS)}
-        to_embed: list[tuple[dict, dict, str, str]] = []   # (item, job, text, hash)
-        current: list[dict] = []
-        for item in items:
-            job = jobs.get(item["jobId"])
-            if job is None:
-                queue.skip(item["_id"], self.worker_id, "job deleted", self.policy)
-                continue
-            if job.get("status") != "active":
-                queue.skip(item["_id"], self.worker_id, f"job is {job.get('status')}", self.policy)
-                continue
-            text = job_text(job)
-            digest = text_hash(text)
-            emb = job.get("embedding") or {}
-            if emb.get("status") == "completed" and emb.get("textHash") == digest \
-                    and emb.get("model") == self.provider.model:
-                current.append(item)      # unchanged text and model: never embedded again
-                continue
-            to_embed.append((item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest))
-        if current:
-            self._settle_current(current)
-        if self.debug:
-            log.debug("batch %s: %d items, %d to embed, %d already current", batch_id, len(items), len(to_embed),
-                      len(current))
-        if to_embed:
-            self._embed_all(to_embed, batch_id)
-        if self.debug:
-            log.debug("batch %s done in %.2fs", batch_id, time.monotonic() - started)
-        self.current_batch = {}
-
-    def _settle_current(self, items: list[dict]) -> None:
-        if self.lists is not None:
-            self.lists.ensure_listed([i["jobId"] for i in items])
-        queue.complete([i["_id"] for i in items], self.worker_id, self.policy)
-        self._count(processed=len(items))
-
-    def _embed_all(self, work: list[tuple[dict, dict, str, str]], batch_id: str) -> None:
-        groups = self.provider.batches(["\n".join(w[2]) for w in work], inputs_each=TEXTS_PER_JOB)
-        pending = [[work[i] for i in group] for group in groups]
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="embed") as pool:
-            futures = {pool.submit(self._call, _flat(group)): group for group in pending}
-            while futures:
-                done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
-                for future in done:
-                    group = futures.pop(future)
-                    try:
-                        self._store(group, future.result())
-                    except _Held:
-                        wait_s = max(self.blocked_until - time.monotonic(), 0.0)
-                        queue.release([w[0]["_id"] for w in group], self.worker_id, delay=timedelta(seconds=wait_s))
-                    except RateLimited as exc:
-                        self._on_rate_limit(group, exc)
-                    except ConfigurationError as exc:
-                        self._on_config_error(group, exc)
-                    except BadInput as exc:
-                        if len(group) > 1:
-                            # One text may be the cause: try each alone so the others go through.
-                            for one in group:
-                                futures[pool.submit(self._call, _flat([one]))] = [one]
-                        else:
-                            self._fail(group, str(exc), retryable=False)
-                    except ProviderError as exc:
-                        self._fail(group, str(exc), retryable=exc.retryable)
-                    except PyMongoError:
-                        # The database, not the item, failed: no attempt is failed (nor a retry delay served);
-                        # the batch stops and process_queue gives back what is held once the database answers.
-                        raise
-                    except Exception as exc:  # one failing call never stops the loop
-                        log.error("batch %s: unexpected error: %s", batch_id, exc)
-                        self._fail(group, f"unexpected error: {type(exc).__name__}", retryable=True)
-
-    def _call(self, texts: list[str]):
-        """One provider call, unless a rate limit or a configuration error told this worker to wait."""
-        if time.monotonic() < self.blocked_until:
-            raise _Held()
-        try:
-            return self.provider.embed(texts)
-        except RateLimited as exc:
-            # Set in the calling thread, so the batch's next queued call already sees it.
-            self.blocked_until = max(self.blocked_until, time.monotonic() + max(exc.retry_after, 0.5))
-            raise
-        except ConfigurationError:
-            self.blocked_until = max(self.blocked_until, time.monotonic() + CONFIG_ERROR_RETRY.total_seconds())
-            raise
-
-    def _store(self, group, result) -> None:
-        """Write each valid vector, then its lists, then complete its item (in that order)."""
-        now = utcnow()
-        good, bad = [], []
-        for n, (item, job, text, digest) in enumerate(group):
-            pair = slice(n * TEXTS_PER_JOB, (n + 1) * TEXTS_PER_JOB)
-            try:
-                parts = [check_vector(v, self.provider.dimensions) for v in result.vectors[pair]]
-                good.append((item, job, digest, combine(parts), sum(result.tokens[pair])))
-            except InvalidVector as exc:
-                bad.append(((item, job, text, digest), str(exc)))
-        if good:
-            ops = [UpdateOne({"_id": job["_id"]}, {"$set": {
-                "embedding.status": "completed", "embedding.vector": vector_to_bson(vector),
-                "embedding.model": result.model, "embedding.dimensions": int(vector.shape[0]),
-                "embedding.textHash": digest, "embedding.tokens": int(tokens), "embedding.generatedAt": now,
-                "embedding.error": None, "embedding.retries": int(item.get("attempts", 1)) - 1}})
-                for item, job, digest, vector, tokens in good]
-            Job._get_collection().bulk_write(ops, ordered=False)
-            if self.lists is not None:
-                self.lists.on_embedded([job["_id"] for _, job, _, _, _ in good],
-                                       [vector for _, _, _, vector, _ in good],
-                                       [digest for _, _, digest, _, _ in good])
-            queue.complete([item["_id"] for item, *_ in good], self.worker_id, self.policy)
-            self._count(processed=len(good), tokens=sum(t for *_, t in good))
-        for entry, error in bad:
-            self._fail([entry], f"invalid vector: {error}", retryable=True)
-
-    def _on_rate_limit(self, group, exc: RateLimited) -> None:
-        delay = max(exc.retry_after, 0.5)   # _call has already stopped further calls for this long
-        # Recorded for the "provider unhealthy" alert: rate limits spend no attempt and leave no queue error.
-        WorkerStatus._get_collection().update_one({"workerId": self.worker_id},
-                                                  {"$push": {"rateLimitedAt": {"$each": [utcnow()], "$slice": -20}}})
-        queue.release([w[0]["_id"] for w in group], self.worker_id, delay=timedelta(seconds=delay))
-        log.warning("rate limited: %d items wait %.1fs (no attempt spent)", len(group), delay)
-
-    def _on_config_error(self, group, exc: ConfigurationError) -> None:
-        queue.release([w[0]["_id"] for w in group], self.worker_id)
-        if self.state != "degraded" or self.reason != str(exc):
-            log.error("stopped claiming: %s; trying again in %ds", exc, CONFIG_ERROR_RETRY.total_seconds())
-        self.state, self.reason = "degraded", str(exc)
-        self._write_status()
-
-    def _fail(self, group, error: str, retryable: bool) -> None:
-        failed = []
-        for item, job, _, _ in group:
-            if queue.fail(item, self.worker_id, error, self.policy, retryable=retryable) == "failed":
-                failed.append(UpdateOne({"_id": job["_id"]}, {"$set": {
-                    # retries = attempts made, so the runbook's query (embedding.retries >= QUEUE_MAX_ATTEMPTS)
-                    # finds the jobs that used up their attempts.
-                    "embedding.status": "failed", "embedding.error": error[:500],
-                    "embedding.retries": int(item.get("attempts", 1))}}))
-        if failed:
-            Job._get_collection().bulk_write(failed, ordered=False)
-        self._count(failed=len(group))
-        log.warning("%d items failed an attempt: %s", len(group), error)
+            return self.lists.recompute_all()
+        return recompute_state.run_if_due(self.settings, self.worker_id, recompute)
 
     # ----- state ------------------------------------------------------------------------------
     def _count(self, processed: int = 0, failed: int = 0, tokens: int = 0) -> None:
@@ -403,8 +227,8 @@ class Worker:
         if processed and self.state == "degraded" and time.monotonic() >= self.blocked_until:
             self.state, self.reason = "running", ""
 
-    def _enabled(self) -> bool:
-        """False while a rollback (level 1 or more) is in force: claim nothing."""
+    def _obey_rollback(self) -> bool:
+        """May this worker claim? False while a rollback is in force; records the change of state in its status."""
         from . import rollback
         if rollback.level():
             if self.state != "stopped":
@@ -421,7 +245,8 @@ class Worker:
     def _memory_fraction(self) -> float:
         return psutil.Process().memory_info().rss / available_memory()
 
-    def _memory_ok(self) -> bool:
+    def _obey_memory_guard(self) -> bool:
+        """May this worker claim? False above WORKER_MEMORY_THRESHOLD (state paused); records changes in its status."""
         if not self.settings["WORKER_PAUSE_ON_HIGH_MEMORY"]:
             return True
         fraction = self.memory_probe()
@@ -453,15 +278,6 @@ class Worker:
             "$setOnInsert": {"startedAt": utcnow()}}, upsert=True)
 
 
-class _Held(Exception):
-    """A provider call not made: the provider told this worker to wait (rate limit, configuration error)."""
-
-
-def _flat(group) -> list[str]:
-    """The texts of a group of work entries, in order (each job contributes TEXTS_PER_JOB)."""
-    return [text for entry in group for text in entry[2]]
-
-
 def run_worker_process(app) -> int:
     """Run a worker until SIGTERM/SIGINT (``flask --app app worker``)."""
     import signal
@@ -477,8 +293,3 @@ def run_worker_process(app) -> int:
     done.wait()
     worker.stop()
     return 0
-
-
-def request_recompute() -> None:
-    """Ask the workers to recompute every similar-jobs list at their next check (within a minute)."""
-    Lease._get_collection().update_one({"_id": RECOMPUTE_STATE}, {"$set": {"requestedAt": utcnow()}}, upsert=True)

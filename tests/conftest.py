@@ -92,6 +92,7 @@ def auth_headers():
 def fast_hashing(monkeypatch):
     """Cheap password hashes in tests (production keeps werkzeug's scrypt default)."""
     from functools import partial
+
     from werkzeug.security import generate_password_hash
     fast = partial(generate_password_hash, method="pbkdf2:sha256:1000")
     monkeypatch.setattr("jobflow.models.user.generate_password_hash", fast)
@@ -129,7 +130,7 @@ def admin(client, sign_in):
 @pytest.fixture
 def server():
     """A loopback server speaking the OpenAI embeddings API (1536 floats, like text-embedding-3-small)."""
-    from jobflow.testing.openai_server import EmbeddingsServer
+    from devtools.openai_server import EmbeddingsServer
     with EmbeddingsServer() as s:
         yield s
 

@@ -5,10 +5,10 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
-from jobflow.admin import actions, stats
-from jobflow.models import AuditEntry, Job, Lease, QueueItem, WorkerStatus
+from jobflow.models import AuditEntry, Job, QueueItem, WorkerStatus
+from jobflow.ops import actions
+from jobflow.ops.failures import failure_groups
 from jobflow.timeutil import utcnow
-
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -81,7 +81,7 @@ def test_bulk_retry_failed_shows_count_and_duration(admin):
         add_item(status="completed", error=None)
     page = admin.post("/admin/embeddings/actions/retry-failed", data={"csrf_token": admin.token}).get_data(
         as_text=True)
-    assert 'class="impact-count">30<' in page and "about 30 min 00 s" in page and "1.0 items a minute" in page
+    assert 'class="impact-count">30<' in page and "about 30 min" in page and "1.0 items a minute" in page
     admin.post("/admin/embeddings/actions/retry-failed", data={"csrf_token": admin.token, "confirm": "yes"})
     assert QueueItem.objects(status="failed").count() == 0
     assert AuditEntry.objects.get(action="retry-failed").count == 30
@@ -91,7 +91,7 @@ def test_retry_a_failure_group(admin):
     for n in (10, 20, 30):
         add_item(error=f"timeout after {n} ms")
     keep = add_item(error="invalid vector")
-    signature = stats.failure_groups()[0]["signature"]
+    signature = failure_groups()[0]["signature"]
     ask = admin.post("/admin/embeddings/failures/retry", data={"csrf_token": admin.token, "signature": signature})
     assert 'class="impact-count">3<' in ask.get_data(as_text=True)
     admin.post("/admin/embeddings/failures/retry", data={"csrf_token": admin.token, "signature": signature,
@@ -123,8 +123,8 @@ def test_requeue_job_and_recompute_and_clear(admin):
     assert item.status == "pending" and item.metadata["source"] == "admin" and item.priority == 10
 
     admin.post("/admin/embeddings/actions/recompute-all", data={"csrf_token": admin.token, "confirm": "yes"})
-    from jobflow.worker import RECOMPUTE_STATE
-    assert Lease._get_collection().find_one({"_id": RECOMPUTE_STATE})["requestedAt"]
+    from jobflow.ops import recompute
+    assert recompute.state()["requestedAt"]
 
     old = add_item(status="completed", error=None, finishedAt=utcnow() - timedelta(days=30))
     recent = add_item(status="completed", error=None)

@@ -7,7 +7,6 @@ from bson import ObjectId
 from jobflow.models import AuditEntry, QueueItem, WorkerStatus
 from jobflow.timeutil import utcnow
 
-
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 

@@ -6,7 +6,6 @@ import pytest
 from jobflow.auth.users import UserError, authenticate, create_user, first_run_notice
 from jobflow.models import AdminUser, AuditEntry, QueueItem
 
-
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 

@@ -4,8 +4,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from bson import ObjectId
 
-from jobflow.admin import charts, metrics, samples, stats
+from jobflow.admin import charts
 from jobflow.models import Job, MetricSample, QueueItem, WorkerStatus
+from jobflow.ops import metrics, samples
+from jobflow.ops.counts import job_counts, queue_counts
 
 NOW = datetime(2026, 3, 10, 12, 0, 30, tzinfo=timezone.utc)
 
@@ -76,8 +78,9 @@ def test_roll_ups_and_totals_and_usage(app):
 
 
 def test_large_counts_come_from_the_sample(app, monkeypatch):
-    monkeypatch.setattr(stats, "LIVE_COUNT_LIMIT", 3)
-    monkeypatch.setattr(stats, "_live_cache", {})
+    from jobflow.ops import counts
+    monkeypatch.setattr(counts, "LIVE_COUNT_LIMIT", 3)
+    monkeypatch.setattr(counts, "_live_cache", {})
     for _ in range(2):
         QueueItem._get_collection().insert_one({"jobId": ObjectId(), "status": "failed", "taskType": "x"})
     now = datetime.now(timezone.utc)
@@ -85,17 +88,17 @@ def test_large_counts_come_from_the_sample(app, monkeypatch):
         "span": "1m", "time": now.replace(second=0, microsecond=0) - timedelta(minutes=1), "done": True,
         "pending": 5000, "processing": 1, "failed": 2, "jobsTotal": 90000, "jobsCurrent": 81000,
         "jobsByModel": {"m": 81000}, "jobsFailed": 7, "jobsTextChanged": 3})
-    counts = stats.queue_counts(samples.latest_sample(now))
+    counts = queue_counts(samples.latest_sample(now))
     assert counts.values == {"pending": 5000, "processing": 0, "failed": 2}
     assert counts.approx("pending") and not counts.approx("failed")
-    jobs = stats.job_counts(app.config, samples.latest_sample(now))
+    jobs = job_counts(app.config, samples.latest_sample(now))
     assert jobs["total"] == 90000 and jobs["coverage"] == 90.0 and jobs["approx"]
     # Without a fresh sample a large live count is kept a minute, not recounted on every refresh.
     for _ in range(4):
         QueueItem._get_collection().insert_one({"jobId": ObjectId(), "status": "pending", "taskType": "x"})
-    assert stats.queue_counts(None)["pending"] == 4
+    assert queue_counts(None)["pending"] == 4
     QueueItem._get_collection().insert_one({"jobId": ObjectId(), "status": "pending", "taskType": "x"})
-    assert stats.queue_counts(None)["pending"] == 4
+    assert queue_counts(None)["pending"] == 4
 
 
 def test_chart_geometry():

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from bson import ObjectId
 
-from jobflow.admin import stats
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_to_bson
+from jobflow.ops.failures import failure_groups
+from jobflow.ops.overview import overview
+from jobflow.ops.queue_view import QueueFilter, queue_page
+from jobflow.ops.workers import workers
 from jobflow.timeutil import utcnow
 
 MODEL = "multilingual-e5-small"
@@ -69,7 +72,7 @@ def test_overview_shows_coverage_queue_workers_and_errors(admin):
     assert "upstream timeout" in html
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert 'id="region-cards"' in html and "admin.js" in html
-    data = stats.overview(admin.application.config)
+    data = overview(admin.application.config)
     assert data["queue"].values == {"pending": 1, "processing": 0, "failed": 1}
     assert data["jobs"]["current"] == 3 and data["jobs"]["total"] == 7
     assert data["jobs"]["failed"] == 1 and data["jobs"]["textChanged"] == 1
@@ -115,13 +118,13 @@ def test_queue_filters_search_and_keyset_pages(admin):
     # Keyset pages newest first, across the windows (old completed items are nine days back).
     seen, before = [], None
     while True:
-        page = stats.queue_page(stats.QueueFilter(), before=before, limit=3, now=now + timedelta(seconds=1))
+        page = queue_page(QueueFilter(), before=before, limit=3, now=now + timedelta(seconds=1))
         seen += [d["_id"] for d in page.items]
         if not page.older:
             break
         before = page.older
     assert len(seen) == 11 and seen == sorted(seen, reverse=True)
-    back = stats.queue_page(stats.QueueFilter(), after=str(seen[6]), limit=3)
+    back = queue_page(QueueFilter(), after=str(seen[6]), limit=3)
     assert [d["_id"] for d in back.items] == seen[3:6] and back.newer
     html = admin.get(f"/admin/embeddings/queue?before={seen[2]}").get_data(as_text=True)
     assert "← Newer" in html
@@ -143,7 +146,7 @@ def test_workers_levels_and_folding(admin):
     add_worker("gone:3:c", 900)
     add_worker("done:4:d", 10, state="stopped")
     add_item(status="processing", lockedBy="gone:3:c", lockedAt=utcnow())
-    rows = {r["workerId"]: r for r in stats.workers(settings)}
+    rows = {r["workerId"]: r for r in workers(settings)}
     assert [rows[w]["level"] for w in ("live:1:a", "slow:2:b", "gone:3:c", "done:4:d")] == \
         ["ok", "stale", "dead", "stopped"]
     assert rows["gone:3:c"]["held"] == 1
@@ -160,7 +163,7 @@ def test_failures_grouped_by_signature(admin):
              finished=now - timedelta(days=2))
     add_item(status="failed", error=f"invalid vector: norm is zero for job {ObjectId()}",
              finished=now - timedelta(hours=3))
-    groups = stats.failure_groups(now)
+    groups = failure_groups(now)
     assert [g["count"] for g in groups] == [4, 1]
     assert groups[0]["signature"] == "provider error <n>: upstream timeout after <n> ms"
     assert (groups[0]["hour"], groups[0]["day"], groups[0]["week"]) == (3, 3, 4)

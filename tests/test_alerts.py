@@ -428,6 +428,7 @@ def test_an_email_due_in_two_processes_at_once_goes_out_once(mail_app, smtp):
 def test_dashboard_sends_a_test_email_after_confirmation(make_app, tmp_path):
     """The alerts page's "send a test email": a confirmation first, then one email through the real SMTP server."""
     import re
+
     from aiosmtpd.controller import Controller
 
     from jobflow.db import free_port

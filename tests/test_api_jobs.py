@@ -98,6 +98,7 @@ def test_close_and_delete_take_the_job_out_of_the_queue(client, auth_headers):
     client.patch(f"/api/jobs/{a['id']}", json={"status": "closed"}, headers=auth_headers)
     assert pending_items(a["id"]) == 0
     from bson import ObjectId
+
     from jobflow.models import QueueItem
     items = QueueItem._get_collection()
     # A failed item of an earlier text: it goes with the job, or it would count as a failure for an hour.

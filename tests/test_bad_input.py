@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobflow.jobs import FIELD_LIMITS, WRITABLE_FIELDS
+from jobflow.job_store import FIELD_LIMITS, WRITABLE_FIELDS
 from jobflow.models import Job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -304,7 +304,7 @@ def test_script_in_every_field_is_escaped_on_the_admin_pages(client, fast_hashin
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Bearer wrong-token", f"Bearer {TOKEN}x",
                                     f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", f"Token {TOKEN}", TOKEN,
-                                    f"bearer wrong-token", f"Bearer\t{TOKEN}x", "Bearer ÿÿÿ", f"Bearer {TOKEN},x"])
+                                    "bearer wrong-token", f"Bearer\t{TOKEN}x", "Bearer ÿÿÿ", f"Bearer {TOKEN},x"])
 def test_bad_bearer_tokens_are_refused(client, header):
     headers = {} if header is None else {"Authorization": header}
     for method, path in (("POST", "/api/jobs"), ("GET", "/api/admin/embeddings/status"),
@@ -417,10 +417,10 @@ def test_no_secret_in_any_log_line_or_response(make_app, caplog, tmp_path):
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
 
+    from devtools.openai_server import EmbeddingsServer
     from jobflow import queue
     from jobflow.alerts import send_test_email
     from jobflow.db import free_port
-    from jobflow.testing.openai_server import EmbeddingsServer
     from jobflow.worker import Worker
 
     caplog.set_level(logging.DEBUG)
@@ -491,8 +491,8 @@ def test_no_secret_in_any_log_line_or_response(make_app, caplog, tmp_path):
 
 @pytest.mark.slow
 def test_no_secret_in_a_worker_process_or_command_output(app, db_uri, tmp_path):
+    from devtools.openai_server import EmbeddingsServer
     from jobflow import queue
-    from jobflow.testing.openai_server import EmbeddingsServer
     job = Job(title="Secret test", description="d", status="active").save()
     queue.enqueue(job.id)
     with EmbeddingsServer(api_key="sk-the-right-key-is-not-ours-000") as provider:

@@ -89,12 +89,12 @@ def test_database_down_answers_503_quickly(make_app):
 def test_slow_counts_answer_degraded_from_the_newest_sample(client, monkeypatch):
     from pymongo.errors import NetworkTimeout
 
-    from jobflow.admin import stats
+    from jobflow.api import health as health_endpoint
     from jobflow.models import MetricSample
 
     def too_slow(settings, now=None):
         raise NetworkTimeout("timed out")
-    monkeypatch.setattr(stats, "health", too_slow)
+    monkeypatch.setattr(health_endpoint, "health", too_slow)
     minute = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=20)
     MetricSample._get_collection().insert_one({"span": "1m", "time": minute, "done": True, "pending": 12000,
                                                "processing": 40, "failed": 3, "jobsTotal": 20000,

@@ -52,6 +52,7 @@ def test_dry_run_environment_variable_is_honoured(app):
 def test_countdown_on_a_terminal_can_be_cancelled(app, monkeypatch):
     """On a terminal a real migration waits a few seconds first; Ctrl+C then changes nothing; --yes skips it."""
     import time
+
     from jobflow import cli
     seed_jobs()
     monkeypatch.setattr(cli, "_on_terminal", lambda: True)
@@ -96,7 +97,7 @@ def test_test_embeddings_runs_the_seven_checks(app):
 
 
 def test_test_embeddings_names_a_refused_key(make_app):
-    from jobflow.testing.openai_server import EmbeddingsServer
+    from devtools.openai_server import EmbeddingsServer
     with EmbeddingsServer(dimensions=1536) as server:
         app = make_app(EMBEDDING_PROVIDER="openai", OPENAI_API_KEY="sk-wrong-key-123456", OPENAI_BASE_URL=server.base_url)
         result = app.test_cli_runner().invoke(args=["test-embeddings"])

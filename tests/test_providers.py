@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from bson.binary import Binary
 
-from jobflow import queue, worker as worker_module
+from jobflow import embedding_batches, queue
 from jobflow.embeddings import get_provider
 from jobflow.embeddings.openai_provider import OpenAIProvider
 from jobflow.embeddings.text import TEXTS_PER_JOB, embedded_texts
@@ -166,7 +166,7 @@ def test_invalid_vectors_are_never_stored(make_worker, server, mode, error):
     ("unknown_model", "the provider does not know the model 'text-embedding-3-small' (check OPENAI_EMBEDDING_MODEL)"),
 ])
 def test_configuration_errors_degrade_without_burning_the_queue(make_worker, server, monkeypatch, mode, reason):
-    monkeypatch.setattr(worker_module, "CONFIG_ERROR_RETRY", timedelta(seconds=0.5))
+    monkeypatch.setattr(embedding_batches, "CONFIG_ERROR_RETRY", timedelta(seconds=0.5))
     ids = add_jobs()
     worker = make_worker()
     server.fail_always(mode)

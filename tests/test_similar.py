@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from bson import ObjectId
 
-from jobflow import jobs as job_service
+from jobflow import job_store
 from jobflow.models import Job
 from jobflow.models.fields import vector_to_bson
 from jobflow.similarity.lists import SimilarLists
@@ -108,10 +108,10 @@ def test_closing_and_deleting_refill_lists(app):
     lists = computed_lists()
     popular = max(vectors, key=lambda j: sum(j in ids for ids in stored_lists().values()))
     assert sum(popular in ids for ids in stored_lists().values()) > 0
-    job_service.update_job(popular, {"status": "closed"})           # through the API's own path
+    job_store.update_job(popular, {"status": "closed"})           # through the API's own path
     assert all(popular not in ids for ids in stored_lists().values())  # out of every list at once
     doomed = next(j for j in vectors if j != popular)
-    job_service.delete_job(doomed)
+    job_store.delete_job(doomed)
     lists.sync()
     lists.reconcile()
     remaining = {j: v for j, v in vectors.items() if j not in (popular, doomed)}
@@ -137,7 +137,7 @@ def test_reconcile_drops_jobs_removed_behind_its_back_across_pages(app, monkeypa
 def test_endpoint_serves_the_list_without_closed_jobs(app, client):
     rng = np.random.default_rng(6)
     vectors = insert_jobs(20, rng)
-    lists = computed_lists()
+    computed_lists()
     job_id = next(iter(vectors))
     expected = reference(vectors)[job_id]
     body = client.get(f"/api/jobs/{job_id}/similar").get_json()
@@ -170,7 +170,7 @@ def test_fallback_same_category_then_location_newest_first(app, client, auth_hea
 
 def test_text_change_stops_serving_the_old_list(app, client, auth_headers):
     vectors = insert_jobs(10, np.random.default_rng(7))
-    lists = computed_lists()
+    computed_lists()
     job_id = str(next(iter(vectors)))
     assert client.get(f"/api/jobs/{job_id}/similar").get_json()["cached"] is True
     client.patch(f"/api/jobs/{job_id}", json={"salaryRange": "1000 EUR"}, headers=auth_headers)
@@ -203,8 +203,8 @@ def test_cors_for_configured_origins(make_app):
 
 def test_recompute_runs_when_asked_then_waits_for_the_interval(app):
     """The admin action asks; one worker recomputes under the lease; the next check does nothing."""
-    from jobflow.models import Lease
-    from jobflow.worker import RECOMPUTE_STATE, Worker, request_recompute
+    from jobflow.ops import recompute
+    from jobflow.worker import Worker
     vectors = insert_jobs(25, np.random.default_rng(11))
     worker = Worker({**app.config, "SIMILARITY_MIN_SCORE": MIN_SCORE, "SIMILARITY_TOP_N": TOP_N},
                     provider=type("P", (), {"dimensions": DIM, "model": MODEL, "max_concurrent": 1,
@@ -213,9 +213,9 @@ def test_recompute_runs_when_asked_then_waits_for_the_interval(app):
     worker.start(scheduler=False)
     assert worker.recompute_if_due() == 0            # first check only notes the time
     assert all(not ids for ids in stored_lists().values())
-    request_recompute()
+    recompute.request()
     assert worker.recompute_if_due() == 25
     assert_matches(reference(vectors), stored_lists())
-    state = Lease._get_collection().find_one({"_id": RECOMPUTE_STATE})
+    state = recompute.state()
     assert state["lastCount"] == 25 and state["lastRunAt"] >= state["requestedAt"]
     assert worker.recompute_if_due() == 0            # not due again until SIMILARITY_RECOMPUTE_INTERVAL

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from devtools.openai_server import EmbeddingsServer
 from jobflow import queue
 from jobflow.embeddings.text import embedded_texts
 from jobflow.models import Job, QueueItem, WorkerStatus
-from jobflow.testing.openai_server import EmbeddingsServer
 from jobflow.timeutil import utcnow
 
 pytestmark = pytest.mark.slow

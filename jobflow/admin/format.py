@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from ..timeutil import utcnow
+from ..timeutil import duration_text, utcnow
+
+duration = duration_text   # ``fmt.duration`` in the templates: the same words as the alert emails
 
 
 def num(value) -> str:
@@ -15,20 +17,6 @@ def num(value) -> str:
     return f"{int(value):,}"
 
 
-def duration(seconds: float | None) -> str:
-    """3 h 20 min, 4 min 05 s, 12 s, or "unknown"."""
-    if seconds is None:
-        return "unknown"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    return f"{hours // 24} d {hours % 24} h"
 
 
 def _aware(when: datetime) -> datetime:

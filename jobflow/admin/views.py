@@ -15,9 +15,19 @@ from flask_wtf.csrf import CSRFError
 
 from ..auth import admin_required, viewer_required
 from ..config import masked
-from . import bp, charts, format as fmt, samples, stats
-from .actions import ActionRefused, Actor, Impact
-from . import actions
+from ..ops import actions, samples
+from ..ops.actions import ActionRefused, Actor, Impact
+from ..ops.counts import queue_counts
+from ..ops.failures import failure_groups
+from ..ops.job_search import job_detail, search_jobs
+from ..ops.overview import overview as overview_data
+from ..ops.overview import recent_errors
+from ..ops.queue_view import QUEUE_STATUSES, TASK_TYPES, QueueFilter, queue_page
+from ..ops.queue_view import queue_item as find_queue_item
+from ..ops.workers import held_items, worker_summary
+from ..ops.workers import workers as worker_rows
+from . import bp, charts
+from . import format as fmt
 
 REFRESH_MS = 5000   # live regions refresh this often (ADMIN_REFRESH_MS overrides, for tests)
 NAV = [("admin.overview", "Overview"), ("admin.queue", "Queue"), ("admin.workers", "Workers"),
@@ -82,7 +92,7 @@ def index():
 def overview():
     """Coverage, queue, workers, throughput, charts, costs, recent errors, open alerts."""
     range_name = request.args.get("range") if request.args.get("range") in samples.RANGES else "3h"
-    data = stats.overview(_settings())
+    data = overview_data(_settings())
     series = samples.buckets(range_name, data["now"])
     long_range = series["range"] in ("7d", "30d")
     chart_list = [
@@ -100,25 +110,25 @@ def overview():
                                    [f"{d['day']:%b %d}: {d['tokens']:,} tokens, {fmt.money(d['cost'])}" for d in days])
     return render_template("admin/overview.html", data=data, series=series, charts=chart_list, usage=usage,
                            usage_chart=usage_chart, ranges=samples.RANGES, range_name=range_name,
-                           errors=stats.recent_errors(data["now"]), settings=_settings())
+                           errors=recent_errors(data["now"]), settings=_settings())
 
 
 @bp.get("/embeddings/queue")
 @viewer_required
 def queue():
     """Queue items by state and task, searchable by job id or title, keyset pages newest first."""
-    flt = stats.QueueFilter.from_args(request.args)
-    page = stats.queue_page(flt, before=request.args.get("before"), after=request.args.get("after"))
-    counts = stats.queue_counts(samples.latest_sample())
-    return render_template("admin/queue.html", flt=flt, page=page, counts=counts, states=stats.QUEUE_STATUSES,
-                           tasks=stats.TASK_TYPES)
+    flt = QueueFilter.from_args(request.args)
+    page = queue_page(flt, before=request.args.get("before"), after=request.args.get("after"))
+    counts = queue_counts(samples.latest_sample())
+    return render_template("admin/queue.html", flt=flt, page=page, counts=counts, states=QUEUE_STATUSES,
+                           tasks=TASK_TYPES)
 
 
 @bp.get("/embeddings/queue/<item_id>")
 @viewer_required
 def queue_item(item_id):
     """One item with every attempt's error."""
-    item = stats.queue_item(item_id)
+    item = find_queue_item(item_id)
     if item is None:
         abort(404)
     return render_template("admin/queue_item.html", item=item)
@@ -128,17 +138,17 @@ def queue_item(item_id):
 @viewer_required
 def workers():
     """Live workers first; dead and stopped ones folded away."""
-    rows = stats.workers(_settings())
+    rows = worker_rows(_settings())
     return render_template("admin/workers.html", alive=[r for r in rows if r["level"] in ("ok", "stale")],
                            gone=[r for r in rows if r["level"] in ("dead", "stopped")],
-                           summary=stats.worker_summary(rows), settings=_settings())
+                           summary=worker_summary(rows), settings=_settings())
 
 
 @bp.get("/embeddings/failures")
 @viewer_required
 def failures():
     """Failed items grouped by error signature."""
-    groups = stats.failure_groups()
+    groups = failure_groups()
     return render_template("admin/failures.html", groups=groups, total=sum(g["count"] for g in groups))
 
 
@@ -147,14 +157,14 @@ def failures():
 def jobs():
     """Find a job by id, external id or title."""
     q = (request.args.get("q") or "").strip()[:200]
-    return render_template("admin/jobs.html", q=q, results=stats.search_jobs(q) if q else None)
+    return render_template("admin/jobs.html", q=q, results=search_jobs(q) if q else None)
 
 
 @bp.get("/embeddings/jobs/<job_id>")
 @viewer_required
 def job(job_id):
     """A job's embedding, its similar jobs with scores, its queue items."""
-    detail = stats.job_detail(job_id, _settings())
+    detail = job_detail(job_id, _settings())
     if detail is None:
         abort(404)
     return render_template("admin/job.html", d=detail)
@@ -225,7 +235,7 @@ def clear_old_queue():
 @bp.post("/embeddings/queue/retry-matching")
 @admin_required
 def retry_matching():
-    flt = stats.QueueFilter.from_args(request.form)
+    flt = QueueFilter.from_args(request.form)
     back = url_for("admin.queue", **flt.args())
     query = flt.failed_query()
     if query is None:
@@ -262,7 +272,7 @@ def discard_item(item_id):
 @bp.post("/embeddings/workers/<path:worker_id>/release")
 @admin_required
 def release_worker(worker_id):
-    held = stats.held_items().get(worker_id, 0)
+    held = held_items().get(worker_id, 0)
     return _confirm_or_run(lambda: Impact("release-worker", f"Give back the items of worker {worker_id}", held, None,
                                           notes=["They return to pending for the live workers."],
                                           duration="at once"),

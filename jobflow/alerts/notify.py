@@ -18,8 +18,8 @@ from mongoengine import NotUniqueError
 
 from ..models import Alert, AlertState
 from ..models.alert import HISTORY_KEEP
-from ..timeutil import ms
-from .rules import ALERTS_PAGE, COVERAGE_WINDOW, Finding, Snapshot, duration_text
+from ..timeutil import duration_text, ms
+from .rules import ALERTS_PAGE, COVERAGE_WINDOW, Finding, Snapshot
 
 log = logging.getLogger("jobflow.alerts")
 

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from ..thresholds import queue_too_long, too_many_failures
-from ..timeutil import ms
+from ..timeutil import duration_text, ms
 
 FAILURE_WINDOW = timedelta(hours=1)
 RATE_LIMIT_WINDOW = timedelta(minutes=15)
@@ -124,19 +124,6 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
 
 
-def duration_text(delta: timedelta) -> str:
-    """A short human duration: 45 s, 7 min, 2 h 5 min, 3 d 4 h."""
-    seconds = int(max(delta.total_seconds(), 0))
-    if seconds < 120:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 120:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def failures_rule(s: Snapshot, settings: dict) -> Finding:
@@ -183,7 +170,8 @@ def workers_rule(s: Snapshot, settings: dict) -> Finding:
         key="workers", firing=firing, severity="critical",
         title="No live embedding worker",
         summary=summary,
-        figures={"live workers": s.live_workers, "switched off": s.disabled_workers, "last heartbeat": silent + (" ago" if s.last_heartbeat else ""),
+        figures={"live workers": s.live_workers, "switched off": s.disabled_workers,
+                 "last heartbeat": silent + (" ago" if s.last_heartbeat else ""),
                  "dead after": duration_text(limit)},
         page=PAGES["workers"])
 

@@ -9,8 +9,12 @@ from flask_login import current_user
 from flask_wtf.csrf import ValidationError as CSRFValidationError
 from flask_wtf.csrf import validate_csrf
 
-from ..admin import actions, samples, stats
 from ..extensions import limiter
+from ..ops import actions, samples
+from ..ops.counts import queue_counts
+from ..ops.overview import overview
+from ..ops.queue_view import PAGE_SIZE, TASK_TYPES, QueueFilter, queue_page
+from ..ops.workers import worker_summary, workers
 from ..timeutil import iso
 from . import bp
 from .auth import bearer_ok
@@ -60,7 +64,7 @@ def _item_json(item: dict) -> dict:
 def admin_status():
     """Coverage, totals, queue counts, workers, throughput, failure rate, open alerts."""
     _actor(write=False)
-    data = stats.overview(current_app.config)
+    data = overview(current_app.config)
     jobs = data["jobs"]
     return jsonify({
         "timestamp": iso(data["now"]),
@@ -85,13 +89,13 @@ def admin_status():
 def admin_queue():
     """Queue items newest first; filters status, task, q (job id or title); keyset pages with ``before``."""
     _actor(write=False)
-    flt = stats.QueueFilter.from_args(request.args)
-    limit = request.args.get("limit", default=stats.PAGE_SIZE, type=int)
+    flt = QueueFilter.from_args(request.args)
+    limit = request.args.get("limit", default=PAGE_SIZE, type=int)
     if not limit or not 1 <= limit <= 200:
         raise APIError(400, "invalid_input", "limit must be between 1 and 200.", {"limit": "expected 1 to 200"})
-    page = stats.queue_page(flt, before=request.args.get("before"), after=request.args.get("after"), limit=limit)
-    counts = stats.queue_counts(samples.latest_sample())
-    args = {**flt.args(), "limit": limit} if limit != stats.PAGE_SIZE else flt.args()
+    page = queue_page(flt, before=request.args.get("before"), after=request.args.get("after"), limit=limit)
+    counts = queue_counts(samples.latest_sample())
+    args = {**flt.args(), "limit": limit} if limit != PAGE_SIZE else flt.args()
     return jsonify({"items": [_item_json(i) for i in page.items], "count": len(page.items),
                     "counts": counts.as_json(),
                     "next": url_for("api.admin_queue", before=page.older, **args) if page.older else None,
@@ -102,11 +106,11 @@ def admin_queue():
 def admin_workers():
     """Every known worker with its heartbeat level (ok, stale, dead, stopped) and the items it holds."""
     _actor(write=False)
-    rows = stats.workers(current_app.config)
+    rows = workers(current_app.config)
     return jsonify({"workers": [{**r, "lastHeartbeat": iso(r["lastHeartbeat"]), "startedAt": iso(r["startedAt"]),
                                  "batch": ({**r["batch"], "startedAt": iso(r["batch"]["startedAt"])}
                                            if r["batch"] else None)} for r in rows],
-                    **stats.worker_summary(rows)})
+                    **worker_summary(rows)})
 
 
 def _result(action: str, count: int, message: str):
@@ -130,9 +134,9 @@ def admin_retry_failed():
     """Failed items back to pending (optionally only one ``taskType``; ``dryRun`` shows the impact only)."""
     actor, body = _actor(write=True), _body()
     task = body.get("taskType")
-    if task is not None and task not in stats.TASK_TYPES:
+    if task is not None and task not in TASK_TYPES:
         raise APIError(400, "invalid_input", "Unknown taskType.", {"taskType": "expected one of " +
-                                                                   ", ".join(stats.TASK_TYPES)})
+                                                                   ", ".join(TASK_TYPES)})
     query = {"taskType": task} if task else None
     what = f"failed {task} items" if task else "all failed items"
     if _dry_run(body):

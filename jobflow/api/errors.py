@@ -5,8 +5,7 @@ from flask import jsonify, request
 from pymongo.errors import ConnectionFailure, PyMongoError
 from werkzeug.exceptions import HTTPException
 
-from ..jobs import JobNotFound, ValidationError
-
+from ..job_store import JobNotFound, ValidationError
 
 log = logging.getLogger("jobflow.web")
 

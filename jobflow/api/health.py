@@ -11,8 +11,8 @@ import pymongo
 from flask import current_app, jsonify
 from pymongo.errors import PyMongoError
 
-from ..admin import stats
 from ..db import get_db
+from ..ops.health import health, health_from_sample
 from ..timeutil import utcnow
 from . import bp
 
@@ -50,7 +50,7 @@ def embeddings_health():
     else:
         try:
             with pymongo.timeout(COUNT_TIMEOUT_SECONDS):
-                body = stats.health(current_app.config)
+                body = health(current_app.config)
         except PyMongoError as exc:
             if not getattr(exc, "timeout", False) or _reachable() is not None:
                 response = _unavailable(exc)
@@ -58,7 +58,7 @@ def embeddings_health():
                 log.warning("health check: counting took longer than %.1fs", COUNT_TIMEOUT_SECONDS)
                 try:
                     with pymongo.timeout(0.5):
-                        body = stats.health_from_sample(current_app.config, utcnow(), (
+                        body = health_from_sample(current_app.config, utcnow(), (
                             f"the database answered, but counting took longer than {COUNT_TIMEOUT_SECONDS}s: "
                             "figures are from the newest metric sample (is a worker running?)"))
                 except PyMongoError as late:

@@ -1,10 +1,11 @@
 """Jobs CRUD: ``/api/jobs``."""
 from flask import jsonify, request, url_for
 
-from .. import jobs as job_service
+from .. import job_store
 from . import bp
 from .auth import token_required
 from .errors import APIError
+from .params import int_arg
 
 
 def _json_body():
@@ -16,37 +17,23 @@ def _json_body():
     return data
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise APIError(400, "invalid_input", f"{name} must be a whole number.", {name: "expected a whole number"})
-    if not low <= value <= high:
-        raise APIError(400, "invalid_input", f"{name} must be between {low} and {high}.",
-                       {name: f"expected {low} to {high}"})
-    return value
-
-
 @bp.get("/jobs")
 def list_jobs():
     """Jobs newest first; filters status, category, q; keyset pagination with ``after``."""
-    limit = _int_arg("limit", 20, 1, 100)
+    limit = int_arg("limit", 20, 1, 100)
     after = request.args.get("after") or None
     if after:
         try:
-            job_service.parse_id(after)
-        except job_service.JobNotFound:
+            job_store.parse_id(after)
+        except job_store.JobNotFound:
             raise APIError(400, "invalid_input", "after must be a job id.", {"after": "expected a job id"})
     q = request.args.get("q") or None
     if q and len(q) > 200:
         raise APIError(400, "invalid_input", "q is too long.", {"q": "longer than 200 characters"})
-    jobs, total, next_after = job_service.list_jobs(
+    jobs, total, next_after = job_store.list_jobs(
         status=request.args.get("status") or None, category=request.args.get("category") or None,
         q=q, limit=limit, after=after)
-    body = {"jobs": [job_service.job_json(j, detail=False) for j in jobs], "count": len(jobs), "total": total,
+    body = {"jobs": [job_store.job_json(j, detail=False) for j in jobs], "count": len(jobs), "total": total,
             "next": url_for("api.list_jobs", **{**request.args.to_dict(), "after": next_after}) if next_after else None}
     return jsonify(body)
 
@@ -54,15 +41,15 @@ def list_jobs():
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
     """One job."""
-    return jsonify(job_service.job_json(job_service.get_job(job_id)))
+    return jsonify(job_store.job_json(job_store.get_job(job_id)))
 
 
 @bp.post("/jobs")
 @token_required
 def create_job():
     """Create a job; its embedding is queued."""
-    job = job_service.create_job(job_service.validate(_json_body()))
-    response = jsonify(job_service.job_json(job))
+    job = job_store.create_job(job_store.validate(_json_body()))
+    response = jsonify(job_store.job_json(job))
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_job", job_id=str(job.id))
     return response
@@ -72,23 +59,23 @@ def create_job():
 @token_required
 def replace_job(job_id):
     """Replace a job's fields."""
-    job_service.get_job(job_id)
-    fields = job_service.validate(_json_body())
-    return jsonify(job_service.job_json(job_service.update_job(job_id, fields, replace=True)))
+    job_store.get_job(job_id)
+    fields = job_store.validate(_json_body())
+    return jsonify(job_store.job_json(job_store.update_job(job_id, fields, replace=True)))
 
 
 @bp.patch("/jobs/<job_id>")
 @token_required
 def patch_job(job_id):
     """Change some of a job's fields."""
-    job_service.get_job(job_id)
-    fields = job_service.validate(_json_body(), partial=True)
-    return jsonify(job_service.job_json(job_service.update_job(job_id, fields)))
+    job_store.get_job(job_id)
+    fields = job_store.validate(_json_body(), partial=True)
+    return jsonify(job_store.job_json(job_store.update_job(job_id, fields)))
 
 
 @bp.delete("/jobs/<job_id>")
 @token_required
 def delete_job(job_id):
     """Delete a job."""
-    job_service.delete_job(job_id)
+    job_store.delete_job(job_id)
     return "", 204

@@ -1,7 +1,7 @@
 """``GET /api/openapi.json``: the OpenAPI 3 description of the JSON API (kept true by tests/test_openapi.py)."""
 from flask import jsonify
 
-from ..jobs import FIELD_LIMITS, REQUIRED_FIELDS
+from ..job_store import FIELD_LIMITS, REQUIRED_FIELDS
 from ..models.job import JOB_STATUSES
 from . import bp
 

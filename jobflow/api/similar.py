@@ -1,16 +1,16 @@
 """``GET /api/jobs/<id>/similar``: what the board's frontend fetches."""
 from flask import current_app, jsonify
 
-from ..similar import similar_jobs
+from ..similar_jobs import similar_jobs
 from . import bp
-from .jobs import _int_arg
+from .params import int_arg
 
 
 @bp.get("/jobs/<job_id>/similar")
 def similar(job_id):
     """The job's similar jobs (precomputed list or fallback); ``limit`` up to SIMILARITY_TOP_N."""
     top_n = current_app.config["SIMILARITY_TOP_N"]
-    body = similar_jobs(job_id, _int_arg("limit", top_n, 1, top_n))
+    body = similar_jobs(job_id, int_arg("limit", top_n, 1, top_n))
     response = jsonify(body)
     # Lists change when jobs arrive or close: a short public cache keeps the board fast and current.
     response.headers["Cache-Control"] = "public, max-age=60" if body["cached"] else "public, max-age=15"

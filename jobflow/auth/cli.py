@@ -20,7 +20,7 @@ def register(app: Flask) -> None:
 @with_appcontext
 def create_admin_command(email, password, role, update):
     """Create a dashboard user (or change one with --update)."""
-    from ..admin.actions import Actor, audit
+    from ..ops.actions import Actor, audit
     from .users import MIN_PASSWORD_LENGTH, UserError, create_user, update_user
     if password is None:
         password = click.prompt(f"Password (at least {MIN_PASSWORD_LENGTH} characters)", hide_input=True,

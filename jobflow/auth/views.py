@@ -2,8 +2,8 @@
 from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_user, logout_user
 from flask_limiter.errors import RateLimitExceeded
+from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError
 
 from ..extensions import limiter
@@ -40,7 +40,7 @@ def login():
         return render_template("auth/login.html", next=next_url or "", email=email,
                                error="Wrong email or password."), 401
     login_user(user)
-    from ..admin.actions import Actor, audit
+    from ..ops.actions import Actor, audit
     audit(Actor(user.email, "page", request.remote_addr), "login", target=user.role)
     return redirect(_safe_next(next_url))
 

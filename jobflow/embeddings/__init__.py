@@ -1,8 +1,16 @@
 """Embedding providers: a small base class, a registry and a getter."""
 from __future__ import annotations
 
-from .base import (BadInput, ConfigurationError, EmbeddingBatch, EmbeddingProvider, InvalidVector, ProviderError,
-                   RateLimited, check_vector)
+from .base import (
+    BadInput,
+    ConfigurationError,
+    EmbeddingBatch,
+    EmbeddingProvider,
+    InvalidVector,
+    ProviderError,
+    RateLimited,
+    check_vector,
+)
 
 
 def _openai(settings: dict) -> EmbeddingProvider:

@@ -1,12 +1,12 @@
 """Documents of JobFlow Similar; collection and field names follow the seed."""
-from .job import Embedding, Job, SimilarJob
-from .queue_item import QueueItem
-from .worker_status import WorkerStatus
-from .user import AdminUser
-from .lease import Lease
-from .audit import AuditEntry
-from .metric import MetricSample
 from .alert import Alert, AlertState
+from .audit import AuditEntry
+from .job import Embedding, Job, SimilarJob
+from .lease import Lease
+from .metric import MetricSample
+from .queue_item import QueueItem
+from .user import AdminUser
+from .worker_status import WorkerStatus
 
 ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, MetricSample, Alert, AlertState)
 

@@ -1,6 +1,16 @@
 """A job posting, its embedding and its precomputed similar jobs (collection ``jobs``)."""
-from mongoengine import (DateTimeField, DictField, Document, EmbeddedDocument, EmbeddedDocumentField,
-                         FloatField, IntField, ListField, ObjectIdField, StringField)
+from mongoengine import (
+    DateTimeField,
+    DictField,
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    FloatField,
+    IntField,
+    ListField,
+    ObjectIdField,
+    StringField,
+)
 
 from ..timeutil import utcnow
 from .fields import VectorField

@@ -1,6 +1,6 @@
 """Per-minute and per-hour samples of the pipeline, for the dashboard charts (collection ``metricsamples``).
 
-The worker writes one ``1m`` sample a minute (``jobflow.admin.metrics.record_sample``)
+The worker writes one ``1m`` sample a minute (``jobflow.ops.metrics.record_sample``)
 and rolls each finished hour and day up into one ``1h`` and one ``1d`` sample.
 Minute samples expire after METRICS_RETENTION_DAYS, hour and day samples after
 HOUR_RETENTION_DAYS, so last month's token cost is always there.

@@ -1,5 +1,4 @@
 """An administrator of the dashboard (collection ``adminusers``)."""
-from flask_login import UserMixin
 from mongoengine import DateTimeField, Document, StringField
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -8,7 +7,7 @@ from ..timeutil import utcnow
 ROLES = ("admin", "viewer")
 
 
-class AdminUser(UserMixin, Document):
+class AdminUser(Document):
     """A person who may look at (viewer) or also act on (admin) the pipeline."""
     meta = {"collection": "adminusers", "indexes": [{"fields": ["email"], "unique": True}]}
 
@@ -25,6 +24,15 @@ class AdminUser(UserMixin, Document):
     def check_password(self, password: str) -> bool:
         """True when ``password`` matches."""
         return check_password_hash(self.passwordHash, password)
+
+    # What Flask-Login asks of a user (its UserMixin, spelt out so the models know nothing of Flask).
+    is_active = True
+    is_authenticated = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        """The id Flask-Login keeps in the session."""
+        return str(self.id)
 
     @property
     def can_act(self) -> bool:

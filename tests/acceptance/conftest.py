@@ -28,11 +28,11 @@ from pathlib import Path
 import psutil
 import pytest
 from aiosmtpd.controller import Controller
+from conftest import fresh_database
+from faults.conftest import BIN, CITIES, ROLES, ROOT, assert_clean_output, http_get
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from conftest import fresh_database
-from faults.conftest import BIN, CITIES, ROLES, ROOT, assert_clean_output, http_get
 from jobflow.db import free_port
 
 __all__ = ["APP", "FLASK", "GUNICORN", "Inbox", "Product", "Browser", "api", "assert_clean_output",

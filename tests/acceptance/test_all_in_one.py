@@ -18,10 +18,22 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from bson import ObjectId
 
-from jobflow.testing.openai_server import EmbeddingsServer
+from devtools.openai_server import EmbeddingsServer
 
-from .conftest import (APP, FLASK, Browser, Product, api, assert_clean_output, database, free_port, http_get,
-                       metric_values, wait_until, write_jobs)
+from .conftest import (
+    APP,
+    FLASK,
+    Browser,
+    Product,
+    api,
+    assert_clean_output,
+    database,
+    free_port,
+    http_get,
+    metric_values,
+    wait_until,
+    write_jobs,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 

@@ -14,10 +14,20 @@ import re
 
 import pytest
 
-from jobflow.testing.openai_server import EmbeddingsServer
+from devtools.openai_server import EmbeddingsServer
 
-from .conftest import (FLASK, GUNICORN, Product, api, assert_clean_output, assert_one_line_per_event, database,
-                       free_port, http_get, wait_until)
+from .conftest import (
+    FLASK,
+    GUNICORN,
+    Product,
+    api,
+    assert_clean_output,
+    assert_one_line_per_event,
+    database,
+    free_port,
+    http_get,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 

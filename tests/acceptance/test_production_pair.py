@@ -12,11 +12,20 @@ import signal
 import psutil
 import pytest
 
+from devtools.openai_server import EmbeddingsServer
 from jobflow.db import ping
-from jobflow.testing.openai_server import EmbeddingsServer
 
-from .conftest import (FLASK, GUNICORN, Product, api, assert_clean_output, assert_one_line_per_event, free_port,
-                       http_get, wait_until)
+from .conftest import (
+    FLASK,
+    GUNICORN,
+    Product,
+    api,
+    assert_clean_output,
+    assert_one_line_per_event,
+    free_port,
+    http_get,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 

@@ -10,10 +10,24 @@ from datetime import datetime, timezone
 
 import pytest
 
-from jobflow.testing.openai_server import EmbeddingsServer
+from devtools.openai_server import EmbeddingsServer
 
-from .conftest import (APP, FLASK, GUNICORN, README, ROOT, SETTING_NAMES, Product, assert_clean_output,
-                       assert_one_line_per_event, database, free_port, http_get, wait_until, write_jobs)
+from .conftest import (
+    APP,
+    FLASK,
+    GUNICORN,
+    README,
+    ROOT,
+    SETTING_NAMES,
+    Product,
+    assert_clean_output,
+    assert_one_line_per_event,
+    database,
+    free_port,
+    http_get,
+    wait_until,
+    write_jobs,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from pymongo.errors import PyMongoError
 
+from devtools.openai_server import EmbeddingsServer
 from jobflow import queue
 from jobflow.db import free_port, ping
 from jobflow.embeddings.text import embedded_texts
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_from_bson
-from jobflow.testing.openai_server import EmbeddingsServer
 from jobflow.timeutil import utcnow
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,12 +11,25 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from devtools.openai_server import EmbeddingsServer
 from jobflow.db import SERVER_SELECTION_TIMEOUT_MS, free_port
-from jobflow.testing.openai_server import EmbeddingsServer
 
-from .conftest import (DatabaseProcess, add_jobs, assert_clean_output, assert_end_state, completed_count, drained,
-                       held_count, http_get, provider_duplicates, record, status_of_pid, wait_lists_correct,
-                       wait_until, worker_env)
+from .conftest import (
+    DatabaseProcess,
+    add_jobs,
+    assert_clean_output,
+    assert_end_state,
+    completed_count,
+    drained,
+    held_count,
+    http_get,
+    provider_duplicates,
+    record,
+    status_of_pid,
+    wait_lists_correct,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,24 @@ import uuid
 import pytest
 from pymongo import MongoClient
 
+from devtools.openai_server import EmbeddingsServer
 from jobflow import queue
 from jobflow.db import connect
 from jobflow.models import QueueItem, ensure_indexes
-from jobflow.testing.openai_server import EmbeddingsServer
 
-from .conftest import (Proc, add_jobs, assert_clean_output, assert_end_state, drained, provider_duplicates, record,
-                       status_of_pid, wait_lists_correct, wait_until, worker_env)
+from .conftest import (
+    Proc,
+    add_jobs,
+    assert_clean_output,
+    assert_end_state,
+    drained,
+    provider_duplicates,
+    record,
+    status_of_pid,
+    wait_lists_correct,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = pytest.mark.slow
 

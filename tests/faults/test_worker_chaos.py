@@ -11,14 +11,29 @@ import time
 
 import pytest
 
+from devtools.openai_server import EmbeddingsServer
 from jobflow import queue
 from jobflow.models import QueueItem
-from jobflow.testing.openai_server import EmbeddingsServer
 from jobflow.worker import Worker
 
-from .conftest import (KEY, MIN_SCORE, TOP_N, add_jobs, assert_clean_output, assert_end_state, completed_count,
-                       drained, held_count, provider_duplicates, record, status_of_pid, texts_of, wait_lists_correct,
-                       wait_until, worker_env)
+from .conftest import (
+    KEY,
+    MIN_SCORE,
+    TOP_N,
+    add_jobs,
+    assert_clean_output,
+    assert_end_state,
+    completed_count,
+    drained,
+    held_count,
+    provider_duplicates,
+    record,
+    status_of_pid,
+    texts_of,
+    wait_lists_correct,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from pymongo.errors import AutoReconnect
 
+from devtools.openai_server import EmbeddingsServer
 from jobflow import queue
 from jobflow.models import Job, QueueItem
-from jobflow.testing.openai_server import EmbeddingsServer
 from jobflow.worker import Worker
 
 from .conftest import KEY, MIN_SCORE, add_jobs, assert_end_state, held_count, list_problems

@@ -21,8 +21,9 @@ from ..embeddings import provider_model
 from ..models import Job, MetricSample, QueueItem
 from ..models.metric import HOUR_RETENTION_DAYS
 from ..timeutil import utcnow
-from . import stats
+from .counts import ACTIVE_STATES, job_counts_live
 from .samples import DAY, HOUR, MINUTE, floor_day, floor_hour, floor_minute, read
+from .workers import alive_workers
 
 LATENCY_SAMPLE_LIMIT = 20000   # enough completions for a stable p95 in any one span
 PEAK_FIELDS = ("pending", "processing", "failed", "workersAlive")
@@ -76,9 +77,9 @@ def record_sample(settings: dict, now: datetime | None = None) -> dict | None:
         return None
     values = {**activity(start, end),
               **{state: QueueItem._get_collection().count_documents({"status": state})
-                 for state in stats.ACTIVE_STATES},
-              "workersAlive": stats.alive_workers(settings, end),
-              **stats.job_counts_live(provider_model(settings))}
+                 for state in ACTIVE_STATES},
+              "workersAlive": alive_workers(settings, end),
+              **job_counts_live(provider_model(settings))}
     _samples().update_one({"span": "1m", "time": start}, {"$set": {**values, "done": True}})
     roll_up_hour(floor_hour(end) - HOUR)
     roll_up_day(floor_day(end) - DAY)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import rollback
-from .jobs import get_job, job_json
+from .job_store import get_job, job_json
 from .models import Job
 from .timeutil import iso
 

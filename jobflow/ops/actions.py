@@ -12,10 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .. import queue
-from ..models import AuditEntry, Lease, QueueItem
+from ..models import AuditEntry, QueueItem
 from ..models.queue_item import FINISHED_STATUSES
 from ..timeutil import utcnow
-from . import samples, stats
+from . import recompute, samples
+from .counts import job_counts
+from .failures import failure_group
+from .overview import estimate_seconds, throughput_per_minute
+from .queue_view import parse_oid
+from .workers import workers
 
 log = logging.getLogger("jobflow.admin")
 
@@ -87,8 +92,8 @@ def _rate_note(per_minute: float | None) -> str:
 def preview_retry_failed(query: dict | None = None, what: str = "all failed items") -> Impact:
     """How many failed items a retry would put back, and how long the workers need for them."""
     count = QueueItem._get_collection().count_documents({"status": "failed", **(query or {})})
-    per_minute = stats.throughput_per_minute()
-    return Impact("retry-failed", f"Retry {what}", count, stats.estimate_seconds(count, per_minute),
+    per_minute = throughput_per_minute()
+    return Impact("retry-failed", f"Retry {what}", count, estimate_seconds(count, per_minute),
                   notes=["They go back to pending with fresh attempts.", _rate_note(per_minute)])
 
 
@@ -122,7 +127,7 @@ def discard_item(actor: Actor, item_id: str, settings: dict) -> int:
 
 
 def _item(item_id: str) -> dict:
-    oid = stats.parse_oid(item_id)
+    oid = parse_oid(item_id)
     item = QueueItem._get_collection().find_one({"_id": oid}, {"status": 1, "jobId": 1}) if oid else None
     if item is None:
         raise ActionRefused("no such queue item")
@@ -131,7 +136,7 @@ def _item(item_id: str) -> dict:
 
 def preview_retry_group(signature: str) -> Impact:
     """How many failed items share an error signature."""
-    group = stats.failure_group(signature)
+    group = failure_group(signature)
     if group is None:
         raise ActionRefused("no failed item has this error any more")
     impact = preview_retry_failed({"lastError": {"$in": group["messages"]}}, f"failures like “{signature}”")
@@ -141,7 +146,7 @@ def preview_retry_group(signature: str) -> Impact:
 
 def retry_group(actor: Actor, signature: str) -> int:
     """Retry every failed item whose error has this signature."""
-    group = stats.failure_group(signature)
+    group = failure_group(signature)
     if group is None:
         raise ActionRefused("no failed item has this error any more")
     count = queue.retry_failed({"lastError": {"$in": group["messages"]}})
@@ -153,7 +158,7 @@ def retry_group(actor: Actor, signature: str) -> int:
 
 def release_dead_worker(actor: Actor, worker_id: str, settings: dict) -> int:
     """Give back the items a dead (or stopped) worker holds; live workers are refused."""
-    row = next((r for r in stats.workers(settings, limit=1000) if r["workerId"] == worker_id), None)
+    row = next((r for r in workers(settings, limit=1000) if r["workerId"] == worker_id), None)
     if row is None:
         raise ActionRefused("no such worker")
     if row["level"] not in ("dead", "stopped"):
@@ -167,7 +172,7 @@ def release_dead_worker(actor: Actor, worker_id: str, settings: dict) -> int:
 
 def requeue_job(actor: Actor, job_id: str) -> bool:
     """Queue a job's embedding at live priority; False when one was already pending (its priority is raised)."""
-    oid = stats.parse_oid(job_id)
+    oid = parse_oid(job_id)
     from ..models import Job
     if oid is None or not Job.objects(id=oid).only("id").first():
         raise ActionRefused("no such job")
@@ -180,9 +185,8 @@ def requeue_job(actor: Actor, job_id: str) -> bool:
 
 def preview_recompute_all(settings: dict) -> Impact:
     """How many similar-jobs lists a full recompute rewrites, and how long the last one took."""
-    from ..worker import RECOMPUTE_STATE
-    lists = stats.job_counts(settings, samples.latest_sample())["current"]
-    state = Lease._get_collection().find_one({"_id": RECOMPUTE_STATE}) or {}
+    lists = job_counts(settings, samples.latest_sample())["current"]
+    state = recompute.state()
     seconds, notes = None, ["A worker recomputes every list within a minute of the request."]
     if state.get("lastCount") and state.get("lastSeconds") is not None:
         seconds = state["lastSeconds"] * lists / state["lastCount"]
@@ -192,9 +196,8 @@ def preview_recompute_all(settings: dict) -> Impact:
 
 def recompute_all(actor: Actor, settings: dict) -> int:
     """Ask the workers to recompute every similar-jobs list; returns how many lists that is."""
-    from ..worker import request_recompute
     count = preview_recompute_all(settings).count
-    request_recompute()
+    recompute.request()
     audit(actor, "recompute-all", "every similar-jobs list", count)
     return count
 

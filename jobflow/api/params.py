@@ -1,0 +1,19 @@
+"""Query-string values of the API, parsed or refused with a 400 that names them."""
+from flask import request
+
+from .errors import APIError
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """The whole number ``name`` from the query string (``default`` when absent), or a 400 naming it."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise APIError(400, "invalid_input", f"{name} must be a whole number.", {name: "expected a whole number"})
+    if not low <= value <= high:
+        raise APIError(400, "invalid_input", f"{name} must be between {low} and {high}.",
+                       {name: f"expected {low} to {high}"})
+    return value

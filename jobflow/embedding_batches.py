@@ -1,0 +1,198 @@
+"""Embedding one batch of claimed queue items: the provider calls, the checks, the writes, the settling.
+
+``BatchProcessing`` is the half of ``Worker`` (``worker.py``) that handles a
+batch; the worker supplies the provider, the similarity lists, the queue
+policy and its state. Order of writes per job: vector, then lists, then the
+queue item, so a crash at any point leaves work to redo, never a lie.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import timedelta
+from typing import NamedTuple
+
+from pymongo import UpdateOne
+from pymongo.errors import PyMongoError
+
+from . import queue
+from .embeddings import BadInput, ConfigurationError, InvalidVector, ProviderError, RateLimited, check_vector
+from .embeddings.text import EMBEDDING_STATE_FIELDS, TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
+from .models import Job, WorkerStatus
+from .models.fields import vector_to_bson
+from .timeutil import utcnow
+
+log = logging.getLogger("jobflow.worker")
+
+CONFIG_ERROR_RETRY = timedelta(seconds=60)
+
+
+class WorkEntry(NamedTuple):
+    """One job of a batch that needs embedding."""
+    item: dict          # its queue item, held by this worker
+    job: dict           # the job's text fields and embedding state (EMBEDDING_STATE_FIELDS)
+    texts: list[str]    # the TEXTS_PER_JOB texts to embed, prepared for the provider
+    digest: str         # the hash of the job's text, stored with the vector
+
+
+class BatchProcessing:
+    """Embed a batch of claimed items, store what came back, settle every item (mixed into ``Worker``)."""
+
+    def process_batch(self, items: list[dict]) -> None:
+        """Embed what needs it, store vectors, update lists, settle every item."""
+        batch_id = uuid.uuid4().hex[:8]
+        self.current_batch = {"id": batch_id, "size": len(items), "startedAt": utcnow()}
+        started = time.monotonic()
+        jobs = {j["_id"]: j for j in Job._get_collection().find({"_id": {"$in": [i["jobId"] for i in items]}},
+                                                                 EMBEDDING_STATE_FIELDS)}
+        to_embed: list[WorkEntry] = []
+        current: list[dict] = []
+        for item in items:
+            job = jobs.get(item["jobId"])
+            if job is None:
+                queue.skip(item["_id"], self.worker_id, "job deleted", self.policy)
+                continue
+            if job.get("status") != "active":
+                queue.skip(item["_id"], self.worker_id, f"job is {job.get('status')}", self.policy)
+                continue
+            text = job_text(job)
+            digest = text_hash(text)
+            emb = job.get("embedding") or {}
+            if emb.get("status") == "completed" and emb.get("textHash") == digest \
+                    and emb.get("model") == self.provider.model:
+                current.append(item)      # unchanged text and model: never embedded again
+                continue
+            to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest))
+        if current:
+            self._settle_current(current)
+        if self.debug:
+            log.debug("batch %s: %d items, %d to embed, %d already current", batch_id, len(items), len(to_embed),
+                      len(current))
+        if to_embed:
+            self._embed_all(to_embed, batch_id)
+        if self.debug:
+            log.debug("batch %s done in %.2fs", batch_id, time.monotonic() - started)
+        self.current_batch = {}
+
+    def _settle_current(self, items: list[dict]) -> None:
+        if self.lists is not None:
+            self.lists.ensure_listed([i["jobId"] for i in items])
+        queue.complete([i["_id"] for i in items], self.worker_id, self.policy)
+        self._count(processed=len(items))
+
+    def _embed_all(self, work: list[WorkEntry], batch_id: str) -> None:
+        groups = self.provider.batches(["\n".join(w.texts) for w in work], inputs_each=TEXTS_PER_JOB)
+        pending = [[work[i] for i in group] for group in groups]
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="embed") as pool:
+            futures = {pool.submit(self._call, _flat(group)): group for group in pending}
+            while futures:
+                done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+                for future in done:
+                    group = futures.pop(future)
+                    try:
+                        self._store(group, future.result())
+                    except _Held:
+                        wait_s = max(self.blocked_until - time.monotonic(), 0.0)
+                        queue.release([w.item["_id"] for w in group], self.worker_id, delay=timedelta(seconds=wait_s))
+                    except RateLimited as exc:
+                        self._on_rate_limit(group, exc)
+                    except ConfigurationError as exc:
+                        self._on_config_error(group, exc)
+                    except BadInput as exc:
+                        if len(group) > 1:
+                            # One text may be the cause: try each alone so the others go through.
+                            for one in group:
+                                futures[pool.submit(self._call, _flat([one]))] = [one]
+                        else:
+                            self._fail(group, str(exc), retryable=False)
+                    except ProviderError as exc:
+                        self._fail(group, str(exc), retryable=exc.retryable)
+                    except PyMongoError:
+                        # The database, not the item, failed: no attempt is failed (nor a retry delay served);
+                        # the batch stops and process_queue gives back what is held once the database answers.
+                        raise
+                    except Exception as exc:  # one failing call never stops the loop
+                        log.error("batch %s: unexpected error: %s", batch_id, exc)
+                        self._fail(group, f"unexpected error: {type(exc).__name__}", retryable=True)
+
+    def _call(self, texts: list[str]):
+        """One provider call, unless a rate limit or a configuration error told this worker to wait."""
+        if time.monotonic() < self.blocked_until:
+            raise _Held()
+        try:
+            return self.provider.embed(texts)
+        except RateLimited as exc:
+            # Set in the calling thread, so the batch's next queued call already sees it.
+            self.blocked_until = max(self.blocked_until, time.monotonic() + max(exc.retry_after, 0.5))
+            raise
+        except ConfigurationError:
+            self.blocked_until = max(self.blocked_until, time.monotonic() + CONFIG_ERROR_RETRY.total_seconds())
+            raise
+
+    def _store(self, group, result) -> None:
+        """Write each valid vector, then its lists, then complete its item (in that order)."""
+        now = utcnow()
+        good, bad = [], []
+        for n, (item, job, text, digest) in enumerate(group):
+            pair = slice(n * TEXTS_PER_JOB, (n + 1) * TEXTS_PER_JOB)
+            try:
+                parts = [check_vector(v, self.provider.dimensions) for v in result.vectors[pair]]
+                good.append((item, job, digest, combine(parts), sum(result.tokens[pair])))
+            except InvalidVector as exc:
+                bad.append(((item, job, text, digest), str(exc)))
+        if good:
+            ops = [UpdateOne({"_id": job["_id"]}, {"$set": {
+                "embedding.status": "completed", "embedding.vector": vector_to_bson(vector),
+                "embedding.model": result.model, "embedding.dimensions": int(vector.shape[0]),
+                "embedding.textHash": digest, "embedding.tokens": int(tokens), "embedding.generatedAt": now,
+                "embedding.error": None, "embedding.retries": int(item.get("attempts", 1)) - 1}})
+                for item, job, digest, vector, tokens in good]
+            Job._get_collection().bulk_write(ops, ordered=False)
+            if self.lists is not None:
+                self.lists.on_embedded([job["_id"] for _, job, _, _, _ in good],
+                                       [vector for _, _, _, vector, _ in good],
+                                       [digest for _, _, digest, _, _ in good])
+            queue.complete([item["_id"] for item, *_ in good], self.worker_id, self.policy)
+            self._count(processed=len(good), tokens=sum(t for *_, t in good))
+        for entry, error in bad:
+            self._fail([entry], f"invalid vector: {error}", retryable=True)
+
+    def _on_rate_limit(self, group, exc: RateLimited) -> None:
+        delay = max(exc.retry_after, 0.5)   # _call has already stopped further calls for this long
+        # Recorded for the "provider unhealthy" alert: rate limits spend no attempt and leave no queue error.
+        WorkerStatus._get_collection().update_one({"workerId": self.worker_id},
+                                                  {"$push": {"rateLimitedAt": {"$each": [utcnow()], "$slice": -20}}})
+        queue.release([w.item["_id"] for w in group], self.worker_id, delay=timedelta(seconds=delay))
+        log.warning("rate limited: %d items wait %.1fs (no attempt spent)", len(group), delay)
+
+    def _on_config_error(self, group, exc: ConfigurationError) -> None:
+        queue.release([w.item["_id"] for w in group], self.worker_id)
+        if self.state != "degraded" or self.reason != str(exc):
+            log.error("stopped claiming: %s; trying again in %ds", exc, CONFIG_ERROR_RETRY.total_seconds())
+        self.state, self.reason = "degraded", str(exc)
+        self._write_status()
+
+    def _fail(self, group, error: str, retryable: bool) -> None:
+        failed = []
+        for item, job, _, _ in group:
+            if queue.fail(item, self.worker_id, error, self.policy, retryable=retryable) == "failed":
+                failed.append(UpdateOne({"_id": job["_id"]}, {"$set": {
+                    # retries = attempts made, so the runbook's query (embedding.retries >= QUEUE_MAX_ATTEMPTS)
+                    # finds the jobs that used up their attempts.
+                    "embedding.status": "failed", "embedding.error": error[:500],
+                    "embedding.retries": int(item.get("attempts", 1))}}))
+        if failed:
+            Job._get_collection().bulk_write(failed, ordered=False)
+        self._count(failed=len(group))
+        log.warning("%d items failed an attempt: %s", len(group), error)
+
+
+class _Held(Exception):
+    """A provider call not made: the provider told this worker to wait (rate limit, configuration error)."""
+
+
+def _flat(group) -> list[str]:
+    """The texts of a group of work entries, in order (each job contributes TEXTS_PER_JOB)."""
+    return [text for entry in group for text in entry.texts]

@@ -1,0 +1,65 @@
+"""Finding a job for the dashboard (title prefix through the index, then a bounded substring scan), and its detail."""
+from __future__ import annotations
+
+import re
+
+from pymongo.errors import ExecutionTimeout
+
+from ..embeddings import provider_model
+from ..embeddings.text import job_text, text_hash
+from ..models import Job, QueueItem
+from .queue_view import _title_prefix, parse_oid, with_titles
+
+JOB_LIST_FIELDS = {"title": 1, "company": 1, "status": 1, "createdAt": 1, "embedding.status": 1,
+                   "embedding.model": 1, "embedding.tokens": 1, "similarJobs": {"$slice": 0}}
+
+
+SUBSTRING_SEARCH_MS = 1500   # a title's middle cannot use the index: bound the scan
+
+
+def search_jobs(q: str, limit: int = 20) -> list[dict]:
+    """Jobs by id, external id, title prefix (indexed), then words anywhere in the title (bounded scan)."""
+    q = (q or "").strip()[:200]
+    if not q:
+        return []
+    oid = parse_oid(q)
+    if oid is not None:
+        return list(Job._get_collection().find({"_id": oid}, JOB_LIST_FIELDS))
+    found = {d["_id"]: d for d in Job._get_collection().find({"externalId": q}, JOB_LIST_FIELDS).limit(limit)}
+    for doc in _title_prefix(q, JOB_LIST_FIELDS, limit):
+        found.setdefault(doc["_id"], doc)
+    if len(found) < limit:
+        # "Nurse" should find "Registered Nurse": a scan of titles, stopped at the page size or the time limit.
+        pattern = {"title": {"$regex": re.escape(q), "$options": "i"}, "_id": {"$nin": list(found)}}
+        try:
+            scan = Job._get_collection().find(pattern, JOB_LIST_FIELDS).limit(limit - len(found))
+            for doc in scan.max_time_ms(SUBSTRING_SEARCH_MS):
+                found.setdefault(doc["_id"], doc)
+        except ExecutionTimeout:
+            pass
+    return list(found.values())[:limit]
+
+
+def job_detail(job_id: str, settings: dict) -> dict | None:
+    """A job's embedding status, whether it is current, its similar jobs with titles, and its queue items."""
+    oid = parse_oid(job_id)
+    job = Job._get_collection().find_one({"_id": oid}, {"embedding.vector": 0}) if oid else None
+    if job is None:
+        return None
+    embedding = job.get("embedding") or {}
+    model = provider_model(settings)
+    similar = job.get("similarJobs") or []
+    titles = {d["_id"]: d for d in Job._get_collection().find({"_id": {"$in": [s.get("jobId") for s in similar]}},
+                                                {"title": 1, "company": 1, "status": 1})} if similar else {}
+    items = with_titles(list(QueueItem._get_collection().find({"jobId": oid}).sort("_id", -1).limit(10)))
+    return {
+        "job": job,
+        "embedding": embedding,
+        "current": embedding.get("status") == "completed" and embedding.get("model") == model,
+        "textChanged": bool(embedding.get("textHash")) and embedding.get("textHash") != text_hash(job_text(job)),
+        "model": model,
+        "similar": [{"jobId": s.get("jobId"), "score": s.get("score"),
+                     "title": (titles.get(s.get("jobId")) or {}).get("title"),
+                     "company": (titles.get(s.get("jobId")) or {}).get("company")} for s in similar],
+        "queueItems": items,
+    }

@@ -1,0 +1,71 @@
+"""Worker processes as the dashboard shows them: heartbeat level, items held, how many are alive."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ..models import QueueItem, WorkerStatus
+from ..models.worker_status import live_query
+from ..timeutil import utcnow
+
+
+def heartbeat_level(age_seconds: float, state: str, settings: dict) -> str:
+    """ok, stale (missed a beat), dead (past WORKER_DEAD_THRESHOLD) or stopped."""
+    if state == "stopped":
+        return "stopped"
+    dead = settings["WORKER_DEAD_THRESHOLD"] / 1000
+    stale = min(settings["WORKER_HEARTBEAT_INTERVAL"] * 1.5 / 1000, dead)
+    if age_seconds > dead:
+        return "dead"
+    if age_seconds > stale:
+        return "stale"
+    return "ok"
+
+
+def held_items() -> dict[str, int]:
+    """Processing items per owning worker."""
+    return {row["_id"]: int(row["n"]) for row in QueueItem._get_collection().aggregate([
+        {"$match": {"status": "processing"}}, {"$group": {"_id": "$lockedBy", "n": {"$sum": 1}}}])
+        if row["_id"]}
+
+
+def workers(settings: dict, now: datetime | None = None, limit: int = 200) -> list[dict]:
+    """Every known worker, newest heartbeat first, with its heartbeat level and the items it holds."""
+    now = now or utcnow()
+    held = held_items()
+    rows = []
+    for doc in WorkerStatus._get_collection().find({}).sort("lastHeartbeat", -1).limit(limit):
+        beat = doc.get("lastHeartbeat") or doc.get("startedAt") or now
+        age = max((now - beat).total_seconds(), 0.0)
+        memory = doc.get("memory") or {}
+        batch = doc.get("currentBatch") or {}
+        rows.append({
+            "workerId": doc.get("workerId"), "host": doc.get("host"), "pid": doc.get("pid"),
+            "state": doc.get("state") or "running", "reason": doc.get("reason") or "",
+            "level": heartbeat_level(age, doc.get("state") or "running", settings),
+            "heartbeatAge": round(age, 1), "lastHeartbeat": beat, "startedAt": doc.get("startedAt"),
+            "provider": doc.get("provider"), "model": doc.get("model"),
+            "memoryMB": round((memory.get("rss") or 0) / 2**20, 1), "memoryFraction": memory.get("fraction"),
+            "processed": int(doc.get("processed") or 0), "failed": int(doc.get("failed") or 0),
+            "tokens": int(doc.get("tokensUsed") or 0), "indexSize": int(doc.get("indexSize") or 0),
+            "batch": {"id": batch.get("id"), "size": batch.get("size"), "startedAt": batch.get("startedAt")}
+            if batch else None,
+            "held": held.get(doc.get("workerId"), 0),
+        })
+    return rows
+
+
+def alive_workers(settings: dict, now: datetime | None = None) -> int:
+    """Workers with a heartbeat within WORKER_DEAD_THRESHOLD that have not stopped."""
+    now = now or utcnow()
+    cutoff = now - timedelta(milliseconds=settings["WORKER_DEAD_THRESHOLD"])
+    return WorkerStatus._get_collection().count_documents(live_query(cutoff))
+
+
+def worker_summary(rows: list[dict]) -> dict:
+    """How many workers are alive (ok or stale), stale, dead and stopped."""
+    levels = [r["level"] for r in rows]
+    return {"alive": sum(level in ("ok", "stale") for level in levels), "stale": levels.count("stale"),
+            "dead": levels.count("dead"), "stopped": levels.count("stopped"),
+            "deadHolding": sum(r["held"] for r in rows if r["level"] in ("dead", "stopped"))}
+
+
