@@ -118,8 +118,13 @@ def numbers(text: str) -> list[int]:
     return [int(n) for n in re.findall(r"\d+", text.replace(",", ""))]
 
 
-def assert_reminders_paced(mails) -> None:
-    """Emails about one alert: never two closer than ALERT_REMINDER_INTERVAL (one second of slack)."""
+def assert_opened_once_resolved_once(aio, key: str) -> None:
+    """The emails about alert ``key``: one on opening, one on resolving (the last), reminders no closer than
+    ALERT_REMINDER_INTERVAL (one second of slack)."""
+    mails = aio.inbox.about(key)
+    kinds = [m.kind for m in mails]
+    assert kinds.count("opened") == 1 and kinds.count("resolved") == 1, [m.subject for m in mails]
+    assert kinds[-1] == "resolved", [m.subject for m in mails]
     for before, after in zip(mails, mails[1:]):
         if after.kind == "reminder":
             assert after.at - before.at >= REMINDER_S - 1, [m.subject for m in mails]
@@ -145,11 +150,7 @@ def test_a_backlog_over_the_threshold_opens_one_queue_alert_reminds_and_resolves
     resolved = aio.inbox.wait_for("queue", "resolved", 120, processes=[aio.app])[0]
     wait_until("every job of the backlog embedded", lambda: jobs_embedded(aio) == BACKLOG, 120,
                processes=[aio.app], seen=lambda: jobs_embedded(aio))
-    mails = aio.inbox.about("queue")
-    assert [m.kind for m in mails].count("opened") == 1 and [m.kind for m in mails].count("resolved") == 1, \
-        [m.subject for m in mails]
-    assert mails[-1] is resolved, [m.subject for m in mails]
-    assert_reminders_paced(mails)
+    assert_opened_once_resolved_once(aio, "queue")
     assert "queue" in resolved.text.lower() or "pending" in resolved.text.lower(), resolved.text[:500]
 
 
@@ -159,11 +160,7 @@ def test_coverage_below_the_floor_alerts_while_jobs_wait_and_resolves_when_they_
     assert re.search(r"\d+(\.\d+)?%", opened[0].subject), f"no coverage figure in {opened[0].subject!r}"
     aio.inbox.wait_for("coverage", "reminder", 30)
     aio.inbox.wait_for("coverage", "resolved", 60, processes=[aio.app])
-    mails = aio.inbox.about("coverage")
-    assert [m.kind for m in mails].count("opened") == 1 and [m.kind for m in mails].count("resolved") == 1, \
-        [m.subject for m in mails]
-    assert mails[-1].kind == "resolved", [m.subject for m in mails]
-    assert_reminders_paced(mails)
+    assert_opened_once_resolved_once(aio, "coverage")
 
 
 # ----- jobs the provider refuses: failures alert and the runbook query ----------------------------------------------
@@ -211,11 +208,7 @@ def test_the_failures_alert_resolves_once_the_cause_is_fixed_and_the_items_retri
     wait_until("the retried jobs embedded", lambda: aio.db.jobs.count_documents(
         {"_id": {"$in": [ObjectId(i) for i in aio.poison]}, "embedding.status": "completed"}) == len(aio.poison),
         60, processes=[aio.app])
-    mails = aio.inbox.about("failures")
-    assert [m.kind for m in mails].count("opened") == 1 and [m.kind for m in mails].count("resolved") == 1, \
-        [m.subject for m in mails]
-    assert mails[-1].kind == "resolved", [m.subject for m in mails]
-    assert_reminders_paced(mails)
+    assert_opened_once_resolved_once(aio, "failures")
 
 
 # ----- minute samples, /metrics and the overview ------------------------------------------------------------------
