@@ -27,7 +27,7 @@ def _whole_number(name: str, default: int) -> int:
 
 
 wsgi_app = "wsgi:app"
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{SETTINGS['PORT']}"
+bind = f"{SETTINGS['HOST']}:{SETTINGS['PORT']}"
 workers = _whole_number("WEB_CONCURRENCY", 2)
 threads = _whole_number("GUNICORN_THREADS", 4)
 worker_class = "gthread"

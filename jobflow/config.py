@@ -181,6 +181,7 @@ SETTINGS: list[Setting] = [
     Setting("DEBUG_WORKER", "true", _bool, "debug logs of the worker", group="Debugging"),
     Setting("DEBUG_QUEUE", "true", _bool, "debug logs of the queue", group="Debugging"),
     Setting("LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "log level", group="Debugging"),
+    Setting("LOG_FORMAT", "text", _choice("text", "json"), "text (one line per event) or json (one JSON object per line, for log shippers)", group="Debugging"),
     # Alerts and mail
     Setting("ALERT_EMAIL_ENABLED", "false", _bool, "send alert emails", group="Alerts"),
     Setting("ALERT_EMAIL_TO", "admin@example.com", _emails, "alert recipients, comma-separated", group="Alerts"),
@@ -202,6 +203,9 @@ SETTINGS: list[Setting] = [
     # Database and web
     Setting("MONGODB_URI", "", _mongodb_uri, "MongoDB URI with database name; empty = embedded SecantusDB under instance/", secret=True, group="Web and database"),
     Setting("PORT", "5001", _int(1, 65535), "HTTP port", group="Web and database"),
+    Setting("HOST", "127.0.0.1", _text, "address python app.py and gunicorn listen on; 0.0.0.0 = every interface (put a reverse proxy with TLS in front)", group="Web and database"),
+    Setting("TRUSTED_PROXIES", "0", _int(0, 10), "reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are trusted (0 = none)", group="Web and database"),
+    Setting("SESSION_COOKIE_SECURE", "", _choice("", "true", "false"), "dashboard cookies over HTTPS only, and HSTS; empty = when PUBLIC_BASE_URL is https", group="Web and database"),
     Setting("SECRET_KEY", "", _text, "session signing key; empty = generated once and kept in instance/secret_key", secret=True, group="Web and database"),
     Setting("ADMIN_API_TOKEN", "", _text, "Bearer token for job writes and the admin API; empty = generated once and kept in instance/api_token", secret=True, group="Web and database"),
     Setting("API_MAX_BODY_BYTES", "1048576", _int(1024), "largest accepted request body, bytes", group="Web and database"),
@@ -262,7 +266,7 @@ def _derive(values: dict[str, Any]) -> list[str]:
 
 
 # Names a .env may hold that are not settings of the table: read by gunicorn.conf.py, the commands or Flask.
-OTHER_NAMES = frozenset({"HOST", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
+OTHER_NAMES = frozenset({"WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
                          "GUNICORN_GRACEFUL_TIMEOUT", "JOBFLOW_INSTANCE_PATH", "DRY_RUN", "FLASK_APP", "FLASK_DEBUG",
                          "FLASK_RUN_PORT", "FLASK_RUN_HOST", "NODE_ENV"})
 

@@ -26,9 +26,9 @@ def _load_demo_if_empty(app: Flask) -> None:
 def run_all_in_one(app: Flask) -> int:
     """Serve on PORT until SIGINT/SIGTERM; return the exit code."""
     setup_logging(app.config)
-    port = app.config["PORT"]
+    host, port = app.config["HOST"], app.config["PORT"]
     try:
-        server = make_server("0.0.0.0", port, app, threaded=True)
+        server = make_server(host, port, app, threaded=True)
     except OSError as exc:
         print(f"jobflow: cannot start: port {port} is not available ({exc.strerror}); set PORT to another port",
               file=sys.stderr)
@@ -49,7 +49,8 @@ def run_all_in_one(app: Flask) -> int:
         server.shutdown()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("JobFlow Similar is up: http://127.0.0.1:%s/  (dashboard: /admin/embeddings, API: /api/jobs)", port)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    log.info("JobFlow Similar is up: http://%s:%s/  (dashboard: /admin/embeddings, API: /api/jobs)", shown, port)
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     serving.start()
     serving.join()
