@@ -104,10 +104,10 @@ def _is_utf8(value: str) -> bool:
     return True
 
 
-def get_job(job_id) -> Job:
-    """The job with that id; JobNotFound otherwise."""
+def get_job(job_id, active_only: bool = False) -> Job:
+    """The job with that id; JobNotFound otherwise (also when ``active_only`` and it is not active)."""
     job = Job.objects(id=parse_id(job_id)).first()
-    if job is None:
+    if job is None or (active_only and job.status != "active"):
         raise JobNotFound(str(job_id))
     return job
 
@@ -191,8 +191,8 @@ def list_jobs(status: str | None = None, category: str | None = None, q: str | N
     return jobs[:limit], total, next_cursor
 
 
-def job_json(job: Job, detail: bool = True) -> dict[str, Any]:
-    """The public JSON of a job (never the vector)."""
+def job_json(job: Job, detail: bool = True, private: bool = False) -> dict[str, Any]:
+    """The JSON of a job (never the vector); the embedding's error only when ``private`` (token holders)."""
     out: dict[str, Any] = {"id": str(job.id)}
     for name in Job.PUBLIC_FIELDS:
         value = getattr(job, name, None)
@@ -204,6 +204,8 @@ def job_json(job: Job, detail: bool = True) -> dict[str, Any]:
         emb = job.embedding
         out["embedding"] = None if emb is None else {
             "status": emb.status, "model": emb.model, "dimensions": emb.dimensions,
-            "tokens": emb.tokens, "generatedAt": iso(emb.generatedAt), "error": emb.error}
+            "tokens": emb.tokens, "generatedAt": iso(emb.generatedAt)}
+        if emb is not None and private:
+            out["embedding"]["error"] = emb.error
         out["similarJobsCount"] = len(job.similarJobs or [])
     return out

@@ -27,9 +27,9 @@ def _summaries(query: dict, limit: int | None = None, order=None) -> list[Job]:
     return list(found)
 
 
-def similar_jobs(job_id: str, limit: int) -> dict[str, Any]:
-    """The seed's response: {similarJobs: [{job, score}], count, cached, computedAt}."""
-    job = get_job(job_id)
+def similar_jobs(job_id: str, limit: int, active_only: bool = False) -> dict[str, Any]:
+    """The seed's response: {similarJobs: [{job, score}], count, cached, computedAt}; JobNotFound as get_job."""
+    job = get_job(job_id, active_only=active_only)
     entries = [] if rollback.level() else (job.similarJobs or [])
     computed = (job.similarityMetadata or {}).get("computedAt")
     if entries and computed:

@@ -17,7 +17,7 @@ def home():
 def job_page(job_id):
     """A posting; the browser fetches its similar jobs from the JSON endpoint, as the board's frontend would."""
     try:
-        job = get_job(job_id)
+        job = get_job(job_id, active_only=True)   # drafts and closed postings are not public
     except JobNotFound:
         abort(404)
     return render_template("job.html", job=job)

@@ -1,6 +1,8 @@
 """The jobs JSON API: validation, one error shape, token, enqueue rules."""
 import json
 
+from bson import ObjectId
+
 from jobflow.models import Job, QueueItem
 
 JOB = {"title": "Backend Developer (Python)", "description": "Build Flask APIs on MongoDB.",
@@ -120,9 +122,31 @@ def test_list_filters_and_keyset_pagination(client, auth_headers):
         body = client.get(body["next"]).get_json()
         seen += [j["id"] for j in body["jobs"]]
     assert seen == list(reversed(ids))
-    assert client.get("/api/jobs?status=closed").get_json()["total"] == 1
+    assert client.get("/api/jobs?status=closed", headers=auth_headers).get_json()["total"] == 1
     assert client.get("/api/jobs?q=nurse 3").get_json()["jobs"][0]["title"] == "Nurse 3"
     assert client.get("/api/jobs?q=.*").get_json()["total"] == 0  # the query is text, not a pattern
     assert_error_shape(client.get("/api/jobs?limit=1000"), 400)
     assert_error_shape(client.get("/api/jobs?after=bogus"), 400)
     assert "vector" not in json.dumps(client.get(f"/api/jobs/{ids[0]}").get_json())
+
+
+def test_without_the_token_only_active_jobs_exist(client, auth_headers):
+    """Drafts and closed postings, and embedding errors, are for token holders (the board's back office)."""
+    draft = create(client, auth_headers, title="Unannounced role", status="draft")
+    Job._get_collection().update_one({"_id": ObjectId(draft["id"])}, {"$set": {
+        "embedding": {"status": "failed", "error": "the provider refused the key sk-..."}}})
+    live = create(client, auth_headers, title="Announced role")
+    refused = client.get("/api/jobs?status=draft")
+    assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "unauthorized"
+    listed = client.get("/api/jobs").get_json()
+    assert [j["id"] for j in listed["jobs"]] == [live["id"]] and listed["total"] == 1
+    for path in (f"/api/jobs/{draft['id']}", f"/api/jobs/{draft['id']}/similar", f"/jobs/{draft['id']}"):
+        assert client.get(path).status_code == 404, path
+    own = client.get(f"/api/jobs/{draft['id']}", headers=auth_headers).get_json()
+    assert own["status"] == "draft" and own["embedding"]["error"].startswith("the provider refused")
+    assert client.get("/api/jobs?status=draft", headers=auth_headers).get_json()["total"] == 1
+    Job._get_collection().update_one({"_id": ObjectId(live["id"])}, {"$set": {
+        "embedding": {"status": "failed", "error": "internal detail"}}})
+    public = client.get(f"/api/jobs/{live['id']}").get_json()
+    assert public["embedding"]["status"] == "failed" and "error" not in public["embedding"]
+    assert "internal detail" not in client.get(f"/jobs/{live['id']}").get_data(as_text=True)

@@ -85,6 +85,21 @@ def test_success_stores_vectors_lists_and_completes(make_worker, server):
     assert worker.processed == 3 and worker.failed == 0 and worker.tokens > 0
 
 
+@pytest.mark.parametrize("asked", ["86400", "1e400", "-5"])
+def test_an_absurd_retry_after_is_not_obeyed(make_worker, server, asked):
+    """A day, an infinite or a negative wait: the worker uses its own back-off (5 s), like the openai SDK."""
+    ids = add_jobs()
+    worker = make_worker()
+    server.fail_next(1, "rate_limit", retry_after=asked)
+    worker.process_queue()
+    after = utcnow()
+    assert worker.blocked_until - time.monotonic() <= 5.0
+    for job_id in ids:
+        doc = item(job_id)
+        assert doc["status"] == "pending" and doc["attempts"] == 0
+        assert doc["nextAttemptAt"] <= after + timedelta(seconds=5.01)
+
+
 def test_rate_limit_waits_as_asked_and_spends_no_attempt(make_worker, server):
     ids = add_jobs()
     worker = make_worker()

@@ -3,7 +3,7 @@ from flask import jsonify, request, url_for
 
 from .. import job_store
 from . import bp
-from .auth import token_required
+from .auth import bearer_ok, token_required
 from .errors import APIError
 from .params import int_arg
 
@@ -30,8 +30,16 @@ def list_jobs():
     q = request.args.get("q") or None
     if q and len(q) > 200:
         raise APIError(400, "invalid_input", "q is too long.", {"q": "longer than 200 characters"})
+    status = request.args.get("status") or None
+    private = bearer_ok()
+    if not private:
+        # Without the token only active jobs are listed: drafts and closed postings are not the public's.
+        if status not in (None, "active"):
+            raise APIError(401, "unauthorized", "Jobs that are not active need Authorization: Bearer <ADMIN_API_TOKEN>.",
+                           headers={"WWW-Authenticate": "Bearer"})
+        status = "active"
     jobs, total, next_after = job_store.list_jobs(
-        status=request.args.get("status") or None, category=request.args.get("category") or None,
+        status=status, category=request.args.get("category") or None,
         q=q, limit=limit, after=after)
     body = {"jobs": [job_store.job_json(j, detail=False) for j in jobs], "count": len(jobs), "total": total,
             "next": url_for("api.list_jobs", **{**request.args.to_dict(), "after": next_after}) if next_after else None}
@@ -40,8 +48,9 @@ def list_jobs():
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
-    """One job."""
-    return jsonify(job_store.job_json(job_store.get_job(job_id)))
+    """One job: active ones for everyone; any, with the embedding's error, for token holders."""
+    private = bearer_ok()
+    return jsonify(job_store.job_json(job_store.get_job(job_id, active_only=not private), private=private))
 
 
 @bp.post("/jobs")
@@ -49,7 +58,7 @@ def get_job(job_id):
 def create_job():
     """Create a job; its embedding is queued."""
     job = job_store.create_job(job_store.validate(_json_body()))
-    response = jsonify(job_store.job_json(job))
+    response = jsonify(job_store.job_json(job, private=True))
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_job", job_id=str(job.id))
     return response
@@ -61,7 +70,7 @@ def replace_job(job_id):
     """Replace a job's fields."""
     job_store.get_job(job_id)
     fields = job_store.validate(_json_body())
-    return jsonify(job_store.job_json(job_store.update_job(job_id, fields, replace=True)))
+    return jsonify(job_store.job_json(job_store.update_job(job_id, fields, replace=True), private=True))
 
 
 @bp.patch("/jobs/<job_id>")
@@ -70,7 +79,7 @@ def patch_job(job_id):
     """Change some of a job's fields."""
     job_store.get_job(job_id)
     fields = job_store.validate(_json_body(), partial=True)
-    return jsonify(job_store.job_json(job_store.update_job(job_id, fields)))
+    return jsonify(job_store.job_json(job_store.update_job(job_id, fields), private=True))
 
 
 @bp.delete("/jobs/<job_id>")

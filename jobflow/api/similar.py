@@ -3,6 +3,7 @@ from flask import current_app, jsonify
 
 from ..similar_jobs import similar_jobs
 from . import bp
+from .auth import bearer_ok
 from .params import int_arg
 
 
@@ -10,7 +11,8 @@ from .params import int_arg
 def similar(job_id):
     """The job's similar jobs (precomputed list or fallback); ``limit`` up to SIMILARITY_TOP_N."""
     top_n = current_app.config["SIMILARITY_TOP_N"]
-    body = similar_jobs(job_id, int_arg("limit", top_n, 1, top_n))
+    # Without the token only active jobs exist (drafts and closed postings are not the public's).
+    body = similar_jobs(job_id, int_arg("limit", top_n, 1, top_n), active_only=not bearer_ok())
     response = jsonify(body)
     # Lists change when jobs arrive or close: a short public cache keeps the board fast and current.
     response.headers["Cache-Control"] = "public, max-age=60" if body["cached"] else "public, max-age=15"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 
@@ -16,15 +17,26 @@ KNOWN_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 30
 PRICE_PER_MILLION = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13, "text-embedding-ada-002": 0.10}
 
 
+RETRY_AFTER_LIMIT = 120.0   # seconds; like the openai SDK, a longer (or non-finite) wait is not believed
+
+
 def _retry_after(exc: openai.APIStatusError, default: float = 5.0) -> float:
+    """The wait the provider asks for, in seconds; ``default`` (the worker's own back-off) when absent or absurd.
+
+    A ``Retry-After: 86400`` would stop the worker for a day and ``1e400`` (infinite) forever, while it showed
+    "running": values that are not finite or are over RETRY_AFTER_LIMIT fall back to ``default``.
+    """
     headers = exc.response.headers if exc.response is not None else {}
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = headers.get(name)
         if value:
             try:
-                return max(0.0, float(value) * scale)
+                seconds = float(value) * scale
             except ValueError:
                 continue
+            if math.isfinite(seconds) and 0 <= seconds <= RETRY_AFTER_LIMIT:
+                return seconds
+            return default
     return default
 
 
