@@ -6,6 +6,8 @@
 import os
 from pathlib import Path
 
+from gunicorn.glogging import Logger
+
 from jobflow import load_env_file
 from jobflow.startup import fail, settings_or_exit
 
@@ -13,6 +15,19 @@ ROOT = Path(__file__).resolve().parent
 load_env_file(ROOT / ".env")
 SETTINGS = settings_or_exit()   # every bad setting named on a line of its own, before anything binds
 
+
+class JobflowLogger(Logger):
+    """gunicorn's own log lines (errors, access) with the product's redaction, and as JSON with LOG_FORMAT=json.
+
+    Its ``Server: gunicorn`` response header carries no version (gunicorn has no setting to change it).
+    """
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        from jobflow.logs import style_handler
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                style_handler(handler, SETTINGS, reformat=False)
 
 
 def _whole_number(name: str, default: int) -> int:
@@ -39,6 +54,10 @@ accesslog = "-"
 errorlog = "-"
 access_log_format = '%(t)s %(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 capture_output = True
+logger_class = JobflowLogger
+# X-Forwarded-* are trusted per TRUSTED_PROXIES, by the app (werkzeug's ProxyFix), never by gunicorn itself:
+# by default gunicorn would take X-Forwarded-Proto from any client on 127.0.0.1, even with TRUSTED_PROXIES=0.
+forwarded_allow_ips = ""
 
 
 def on_starting(server):

@@ -1,6 +1,7 @@
 """JobFlow Similar: embeddings and similar jobs for a job board."""
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -12,6 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from .config import load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -50,16 +52,53 @@ def load_env_file(path: Path) -> None:
 
 
 def _instance_secret(app: Flask, name: str, filename: str) -> None:
-    """Use the configured secret, or one generated once and kept in the instance folder."""
-    if app.config.get(name):
-        return
+    """Use the configured secret, or one generated once and kept (mode 600) in the private instance folder.
+
+    An existing file that group or others may read is made private first, with one log line; when that is
+    impossible the app refuses to start rather than use a secret others can read.
+    """
+    from .config import ConfigError
+    from .db import make_private, private_dir
+    from .logs import warn_early
     path = Path(app.instance_path) / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
+    in_use = not app.config.get(name)
+    if path.exists():
+        try:
+            if make_private(path):
+                warn_early(log, "%s was readable by other users: changed its mode to 600", path)
+        except OSError as exc:
+            if in_use:
+                raise ConfigError(f"{name}: {path} is readable by other users and its mode cannot be changed "
+                                  f"({exc.strerror}); run: chmod 600 {path}") from None
+            warn_early(log, "%s is readable by other users and its mode cannot be changed (%s)", path, exc.strerror)
+    if not in_use:
+        return
+    private_dir(path.parent)
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole under another name, then linked into place: a process starting at the same moment reads
+        # either no file or the complete one, and of two the first link wins.
+        draft = path.with_name(f".{filename}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     app.config[name] = path.read_text().strip()
+
+
+def cookie_secure(config) -> bool:
+    """SESSION_COOKIE_SECURE: true, false, or empty = when PUBLIC_BASE_URL is https."""
+    value = config.get("SESSION_COOKIE_SECURE")
+    if isinstance(value, bool):
+        return value
+    value = str(value or "").strip().lower()
+    if value in ("true", "false"):
+        return value == "true"
+    return str(config.get("PUBLIC_BASE_URL", "")).lower().startswith("https://")
 
 
 def _configure_web(app: Flask) -> None:
@@ -70,7 +109,16 @@ def _configure_web(app: Flask) -> None:
     # Flask pre-sets SESSION_COOKIE_SAMESITE to None, so setdefault would never apply.
     app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
     app.config.setdefault("REMEMBER_COOKIE_HTTPONLY", True)
+    # The setting is "", "true" or "false" (a non-empty string would be truthy to Flask): a real bool here.
+    secure = cookie_secure(app.config)
+    app.config["SESSION_COOKIE_SECURE"] = secure
+    app.config["REMEMBER_COOKIE_SECURE"] = secure
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if proxies > 0:
+        # Client address, scheme and host from the X-Forwarded-* of that many proxies (the nearest last).
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     app.json = _JSONProvider(app)
     app.json.sort_keys = False
     from .auth.headers import security_headers

@@ -121,6 +121,16 @@ def _mongodb_uri(raw: str) -> str:
     return value
 
 
+def _secret(minimum: int) -> Callable[[str], str]:
+    """A secret of at least ``minimum`` characters, or empty (generated); the error never shows the value."""
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if value and len(value) < minimum:
+            raise ValueError(f"too short: expected at least {minimum} characters (or empty to generate one)")
+        return value
+    return parse
+
+
 def _share(raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -206,8 +216,8 @@ SETTINGS: list[Setting] = [
     Setting("HOST", "127.0.0.1", _text, "address python app.py and gunicorn listen on; 0.0.0.0 = every interface (put a reverse proxy with TLS in front)", group="Web and database"),
     Setting("TRUSTED_PROXIES", "0", _int(0, 10), "reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are trusted (0 = none)", group="Web and database"),
     Setting("SESSION_COOKIE_SECURE", "", _choice("", "true", "false"), "dashboard cookies over HTTPS only, and HSTS; empty = when PUBLIC_BASE_URL is https", group="Web and database"),
-    Setting("SECRET_KEY", "", _text, "session signing key; empty = generated once and kept in instance/secret_key", secret=True, group="Web and database"),
-    Setting("ADMIN_API_TOKEN", "", _text, "Bearer token for job writes and the admin API; empty = generated once and kept in instance/api_token", secret=True, group="Web and database"),
+    Setting("SECRET_KEY", "", _secret(32), "session signing key, at least 32 characters; empty = generated once and kept in instance/secret_key", secret=True, group="Web and database"),
+    Setting("ADMIN_API_TOKEN", "", _secret(16), "Bearer token for job writes and the admin API, at least 16 characters; empty = generated once and kept in instance/api_token", secret=True, group="Web and database"),
     Setting("API_MAX_BODY_BYTES", "1048576", _int(1024), "largest accepted request body, bytes", group="Web and database"),
     Setting("CORS_ORIGINS", "", _origins, "origins allowed to fetch the public JSON API, comma-separated; * = any", group="Web and database"),
     Setting("METRICS_RETENTION_DAYS", "14", _int(1, 3650), "per-minute dashboard samples are kept this many days", group="Web and database"),

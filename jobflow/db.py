@@ -9,6 +9,10 @@ say) never strands another. Its port is kept in ``secantus.json`` and used
 again at the next start, so clients reconnect to the same address. A file
 lock makes "look, then start (or stop)" atomic, so two starts never open one
 folder twice.
+
+The server has no authentication, so its folder is private: ``instance/`` and
+the data folder are mode 700, the files the product writes there mode 600,
+and the server itself runs with umask 077.
 """
 from __future__ import annotations
 
@@ -82,6 +86,62 @@ def where(uri: str) -> str:
     return netloc.rsplit("@", 1)[-1] or "(no host)"
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) if needed; make it mode 700 (only this user may list or enter it)."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as exc:
+            log.warning("cannot make %s private (mode 700): %s", path, exc.strerror)
+    return path
+
+
+def make_private(path: Path) -> bool:
+    """Make an existing file mode 600 if group or others may read or write it; True if it had to be changed.
+
+    Under an exclusive lock on the file, so of processes starting together exactly one changes it (and says so).
+    Raises OSError when the mode cannot be changed.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_mode & 0o077 == 0:
+            return False
+        os.fchmod(fd, 0o600)
+        return True
+    finally:
+        os.close(fd)        # releases the lock
+
+
+def _tighten(path: Path) -> None:
+    """An existing file that group or others may use: mode 600 (a warning if that fails)."""
+    try:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot make %s private (mode 600): %s", path, exc.strerror)
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """``os.open`` creating the file mode 600; an existing file is made 600 too (one of an older version)."""
+    fd = os.open(path, flags | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError as exc:
+        log.warning("cannot make %s private (mode 600): %s", path, exc.strerror)
+    return fd
+
+
+def _write_private(path: Path, text: str) -> None:
+    with os.fdopen(_open_private(path, os.O_WRONLY | os.O_TRUNC), "w") as handle:
+        handle.write(text)
+
+
 def _pid_alive(pid: int) -> bool:
     """True while the process runs (a zombie, exited but not yet reaped by its parent, does not)."""
     import psutil
@@ -108,10 +168,18 @@ class EmbeddedServer:
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/{DEFAULT_DB_NAME}"
 
+    def _make_private(self) -> None:
+        """The instance folder and the data folder mode 700, the files beside them 600 (older versions' too)."""
+        private_dir(self.data_dir.parent)
+        if self.data_dir.is_dir():
+            private_dir(self.data_dir)
+        for path in (self.state_file, self.users_file, self.log_file):
+            _tighten(path)
+
     @contextmanager
     def _locked(self):
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_file, "w") as handle:
+        self._make_private()
+        with os.fdopen(_open_private(self.lock_file, os.O_WRONLY), "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -178,7 +246,7 @@ class EmbeddedServer:
         if self._user is not None and self._user[0] == os.getpid():
             return
         # A forked child (a gunicorn worker) registers on its own: its parent's registration stays the parent's.
-        handle = open(self.users_file, "a+")
+        handle = os.fdopen(_open_private(self.users_file, os.O_RDWR | os.O_APPEND), "a+")
         fcntl.flock(handle, fcntl.LOCK_SH)
         self._user = (os.getpid(), handle)
         atexit.register(self.release)
@@ -200,7 +268,7 @@ class EmbeddedServer:
             return True
 
     def _start(self, timeout: float) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         remembered = self._state().get("port")
         if isinstance(remembered, int) and port_free(remembered):
             self.port = remembered
@@ -210,18 +278,18 @@ class EmbeddedServer:
                 log.warning("the embedded database's port %s is taken; using %s", remembered, self.port)
         command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
                    "--storage-path", str(self.data_dir), "--log-level", "WARNING"]
-        with open(self.log_file, "ab") as out:
+        with os.fdopen(_open_private(self.log_file, os.O_WRONLY | os.O_APPEND), "ab") as out:
             # A session of its own: it outlives this process while other processes use it, and Ctrl+C in the
-            # terminal reaches only us, so the last user stops it in order.
+            # terminal reaches only us, so the last user stops it in order. Umask 077: its files are its user's.
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise DatabaseUnavailable(
                     f"the embedded database exited at start (code {self.process.returncode}); see {self.log_file}")
             if ping(f"mongodb://127.0.0.1:{self.port}", timeout_ms=500):
-                self.state_file.write_text(json.dumps({"pid": self.process.pid, "port": self.port}))
+                _write_private(self.state_file, json.dumps({"pid": self.process.pid, "port": self.port}))
                 log.info("started the embedded database on port %s (data in %s)", self.port, self.data_dir)
                 return
             time.sleep(0.1)
@@ -249,7 +317,7 @@ class EmbeddedServer:
                     os.kill(pid, signal.SIGKILL)
             log.info("stopped the embedded database (port %s)", state.get("port", self.port))
         if state.get("port") or self.port:
-            self.state_file.write_text(json.dumps({"port": state.get("port") or self.port}))
+            _write_private(self.state_file, json.dumps({"port": state.get("port") or self.port}))
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server now, whoever else uses it (tests and ``rollback``-style maintenance)."""

@@ -7,11 +7,23 @@ import sys
 import threading
 
 from flask import Flask
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .logs import setup_logging
 
 log = logging.getLogger("jobflow")
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """werkzeug's handler, but its Server header names no versions (werkzeug's and Python's by default)."""
+
+    def version_string(self) -> str:
+        return "JobFlow"
+
+
+def make_http_server(app: Flask, host: str, port: int) -> BaseWSGIServer:
+    """The threaded HTTP server of ``python app.py``; raises OSError when the port cannot be bound."""
+    return make_server(host, port, app, threaded=True, request_handler=_RequestHandler)
 
 
 def _load_demo_if_empty(app: Flask) -> None:
@@ -28,7 +40,7 @@ def run_all_in_one(app: Flask) -> int:
     setup_logging(app.config)
     host, port = app.config["HOST"], app.config["PORT"]
     try:
-        server = make_server(host, port, app, threaded=True)
+        server = make_http_server(app, host, port)
     except OSError as exc:
         print(f"jobflow: cannot start: port {port} is not available ({exc.strerror}); set PORT to another port",
               file=sys.stderr)

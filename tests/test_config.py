@@ -105,3 +105,25 @@ def test_readme_settings_table_is_current():
     readme = (ROOT / "README.md").read_text()
     start, end = readme.index("<!-- settings:start -->\n"), readme.index("<!-- settings:end -->")
     assert readme[start + len("<!-- settings:start -->\n"):end] == readme_table()
+
+
+@pytest.mark.parametrize("name,minimum", [("SECRET_KEY", 32), ("ADMIN_API_TOKEN", 16)])
+def test_secrets_have_a_minimum_length_named_without_the_value(name, minimum):
+    short = "Zq7-" + "x" * (minimum - 5)
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: short})
+    (line,) = info.value.problems
+    assert line.startswith(f"{name}=(hidden): ") and f"at least {minimum} characters" in line
+    assert short not in line and "Zq7" not in line
+    assert load_settings({name: short + "x"})[name] == short + "x"      # exactly the minimum
+    assert load_settings({name: ""})[name] == ""                        # empty: generated in instance/
+
+
+def test_start_up_with_a_short_token_prints_one_line_without_it(tmp_path):
+    env = {**os.environ, "ADMIN_API_TOKEN": "short-Zq7", "JOBFLOW_INSTANCE_PATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["jobflow: cannot start: ADMIN_API_TOKEN=(hidden): too short: expected at least 16 characters "
+                     "(or empty to generate one)"]
+    assert "Zq7" not in result.stdout + result.stderr

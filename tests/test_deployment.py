@@ -48,7 +48,7 @@ def wait_for(predicate, timeout, what):
 def test_gunicorn_and_worker_processes_end_to_end(tmp_path):
     port = free_port()
     with EmbeddingsServer(dimensions=1536) as provider:
-        env = {**os.environ, "PORT": str(port), "JOBFLOW_INSTANCE_PATH": str(tmp_path), "ADMIN_API_TOKEN": "deploy-token",
+        env = {**os.environ, "PORT": str(port), "JOBFLOW_INSTANCE_PATH": str(tmp_path), "ADMIN_API_TOKEN": "deploy-token-0123456789",
                "EMBEDDING_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test-loopback", "OPENAI_BASE_URL": provider.base_url,
                "OPENAI_EMBEDDING_MODEL": "text-embedding-3-small", "EMBEDDING_WORKER_INTERVAL": "300",
                "WORKER_HEARTBEAT_INTERVAL": "1000", "WORKER_DEAD_THRESHOLD": "5000", "DEMO_DATA": "false",
@@ -64,7 +64,7 @@ def test_gunicorn_and_worker_processes_end_to_end(tmp_path):
             worker = subprocess.Popen([str(BIN / "flask"), "--app", "app", "worker"], cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             ids = [call("POST", f"http://127.0.0.1:{port}/api/jobs",
-                        {"title": t, "category": c, "description": d, "location": "Tirana"}, "deploy-token")[1]["id"]
+                        {"title": t, "category": c, "description": d, "location": "Tirana"}, "deploy-token-0123456789")[1]["id"]
                    for t, c, d in JOBS]
 
             def all_listed():

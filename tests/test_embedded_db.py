@@ -1,5 +1,7 @@
 """The embedded database: started when MONGODB_URI is unset, reused, durable across restarts, stopped by its last user."""
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +95,48 @@ def test_killed_user_does_not_keep_it_running(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.slow
+def test_the_folder_of_the_unauthenticated_server_is_private(tmp_path):
+    """No authentication on the embedded server: only its user may read its folder, its files and its data."""
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    old = os.umask(0o022)                    # the usual umask: folders 755, files 644 unless told otherwise
+    try:
+        os.chmod(instance, 0o755)
+        for name in ("secantus.log", "secantus.users", "secantus.lock"):   # left by an older version
+            (instance / name).write_text("")
+            os.chmod(instance / name, 0o644)
+        server = EmbeddedServer(instance / "secantus")
+        uri = server.ensure()
+    finally:
+        os.umask(old)
+    try:
+        MongoClient(uri).jobflow.jobs.insert_one({"title": "private"})
+        assert _mode(instance) == 0o700 and _mode(instance / "secantus") == 0o700
+        for name in ("secantus.json", "secantus.lock", "secantus.users", "secantus.log"):
+            assert _mode(instance / name) == 0o600, name
+        data = [p for p in (instance / "secantus").rglob("*") if p.is_file()]
+        assert data and all(_mode(p) & 0o077 == 0 for p in data)     # the server writes with umask 077
+    finally:
+        server.stop()
+    assert _mode(instance / "secantus.json") == 0o600                # rewritten at stop, still private
+
+
+def test_an_existing_state_file_others_can_read_is_made_private(tmp_path):
+    instance = tmp_path / "instance"
+    (instance / "secantus").mkdir(parents=True)
+    os.chmod(instance, 0o755)
+    os.chmod(instance / "secantus", 0o755)
+    (instance / "secantus.json").write_text('{"port": 1}')
+    os.chmod(instance / "secantus.json", 0o644)
+    server = EmbeddedServer(instance / "secantus")
+    with server._locked():                   # what every ensure, restart and release goes through first
+        pass
+    assert _mode(instance) == 0o700 and _mode(instance / "secantus") == 0o700
+    assert _mode(instance / "secantus.json") == 0o600 and _mode(instance / "secantus.lock") == 0o600

@@ -1,19 +1,23 @@
-"""Security headers on every response: a strict Content-Security-Policy and friends."""
+"""Security headers on every response: a strict Content-Security-Policy and friends, and HSTS with secure cookies."""
 
 # Only our own scripts, styles and fetches; no inline script; no framing.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
                            "object-src 'none'")
+# A year; sent while the cookies are HTTPS-only (SESSION_COOKIE_SECURE, or PUBLIC_BASE_URL on https).
+STRICT_TRANSPORT_SECURITY = "max-age=31536000"
 
 
 def security_headers(response):
-    """Add the CSP and related headers; pages with a signed-in user are never cached."""
+    """Add the CSP and related headers (HSTS when cookies are secure); pages with a signed-in user are never cached."""
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "same-origin")
-    from flask import request
+    from flask import current_app, request
+    if current_app.config.get("SESSION_COOKIE_SECURE") is True:
+        headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
     if request.path.startswith(("/admin", "/login", "/api/admin")):
         headers["Cache-Control"] = "no-store"
     return response

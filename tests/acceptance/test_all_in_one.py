@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 
 KEY = "sk-test-acceptance-7d3f9a1c52"
 TOKEN = "acc-admin-token-5b8e2f90d1"
-SECRET_KEY = "acc-session-secret-c41d77e3"
+SECRET_KEY = "acc-session-secret-c41d77e3-5a0f92b6e1d8"
 ADMIN_EMAIL, ADMIN_PASSWORD = "ops@example.com", "acc-Passw0rd-e8a1"
 ALERTS_TO = "oncall@example.com"
 REMINDER_S = 5

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 
 KEY = "sk-test-acceptance-pair-31c0e5"
 TOKEN = "acc-pair-token-0a9b7c44"
-SECRET_KEY = "acc-pair-secret-6e2d19"
+SECRET_KEY = "acc-pair-secret-6e2d19-8b4f0a7c3e51d2"
 WEB_CONCURRENCY = 3      # not gunicorn.conf.py's default (2): the count must come from .env
 
 JOBS = [("Registered Nurse", "Healthcare", "Tirana", "Night shifts in the emergency department."),

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 
 KEY = "sk-test-acceptance-start-5a90c1"
 TOKEN = "acc-start-token-d7e210"
-SECRET_KEY = "acc-start-secret-4b3c8f"
+SECRET_KEY = "acc-start-secret-4b3c8f-1d9e6a2c7b05f4"
 ENTRY_POINTS = [("python app.py", APP), ("flask --app app worker", FLASK + ["worker"]),
                 ("gunicorn -c gunicorn.conf.py", GUNICORN)]
 

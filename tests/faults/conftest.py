@@ -161,8 +161,8 @@ def worker_env(db_uri: str, server: EmbeddingsServer, tmp_path: Path, **extra) -
                 "WORKER_HEARTBEAT_INTERVAL": "1000", "WORKER_DEAD_THRESHOLD": "5000", "DEMO_DATA": "false",
                 "SIMILARITY_MIN_SCORE": str(MIN_SCORE), "SIMILARITY_TOP_N": str(TOP_N), "DEBUG_WORKER": "false",
                 "DEBUG_QUEUE": "false", "DEBUG_EMBEDDINGS": "false",
-                "JOBFLOW_INSTANCE_PATH": str(tmp_path / "instance"), "ADMIN_API_TOKEN": "fault-token",
-                "SECRET_KEY": "fault-secret"})
+                "JOBFLOW_INSTANCE_PATH": str(tmp_path / "instance"), "ADMIN_API_TOKEN": "fault-token-0123456789",
+                "SECRET_KEY": "fault-secret-0123456789abcdef0123456789"})
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
