@@ -2,16 +2,17 @@
 
 Two roles: ``admin`` may act, ``viewer`` may only look. Pages use
 ``viewer_required`` (any signed-in user) and ``admin_required`` (may act).
+The user is loaded from the database on every request, so a role change
+applies to the next request; a session holds only while its session token is
+the user's current one (sign-out and a password change replace it).
 """
 from functools import wraps
 
-from bson import ObjectId
-from bson.errors import InvalidId
 from flask import Blueprint, abort
 from flask_login import current_user
 
 from ..extensions import login_manager
-from ..models import AdminUser
+from .users import session_user
 
 bp = Blueprint("auth", __name__)
 
@@ -21,12 +22,9 @@ login_manager.login_message_category = "info"
 
 
 @login_manager.user_loader
-def load_user(user_id: str):
-    """The signed-in admin, or None when the id no longer exists."""
-    try:
-        return AdminUser.objects(id=ObjectId(user_id)).first()
-    except (InvalidId, TypeError):
-        return None
+def load_user(session_id: str):
+    """The signed-in user, or None when the user is gone or the session was ended."""
+    return session_user(session_id)
 
 
 def viewer_required(view):

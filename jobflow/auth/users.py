@@ -1,8 +1,15 @@
-"""Admin users: create, change, authenticate. Passwords are stored only as salted hashes."""
+"""Admin users: create, change, authenticate. Passwords are stored only as salted hashes.
+
+Every session carries the user's ``sessionToken`` (``AdminUser.get_id``); signing
+out or changing the password draws a new one, which ends every session of that user.
+"""
 from __future__ import annotations
 
+import hmac
 import re
 
+from bson import ObjectId
+from bson.errors import InvalidId
 from mongoengine.errors import NotUniqueError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -38,7 +45,7 @@ def create_user(email: str, password: str, role: str = "admin") -> AdminUser:
     """Store a new admin user; UserError when the email is taken or a value is bad."""
     email = normalize_email(email)
     _check(email, password, role)
-    user = AdminUser(email=email, role=role)
+    user = AdminUser(email=email, role=role, sessionToken=AdminUser.new_session_token())
     user.set_password(password)
     try:
         user.save(force_insert=True)
@@ -48,7 +55,7 @@ def create_user(email: str, password: str, role: str = "admin") -> AdminUser:
 
 
 def update_user(email: str, password: str, role: str) -> AdminUser:
-    """Change an existing user's password and role; UserError when there is no such user."""
+    """Change an existing user's password and role, ending all their sessions; UserError when there is no such user."""
     email = normalize_email(email)
     _check(email, password, role)
     user = AdminUser.objects(email=email).first()
@@ -56,7 +63,33 @@ def update_user(email: str, password: str, role: str) -> AdminUser:
         raise UserError(f"no user {email}")
     user.set_password(password)
     user.role = role
+    user.sessionToken = AdminUser.new_session_token()
     user.save()
+    return user
+
+
+def end_sessions(user_id) -> None:
+    """End every session of this user (on every device) by drawing a new session token."""
+    AdminUser.objects(id=user_id).update_one(set__sessionToken=AdminUser.new_session_token())
+
+
+def session_user(session_id: str | None) -> AdminUser | None:
+    """The user of a session id ``<user id>:<session token>``, loaded afresh; None when it no longer holds.
+
+    None for a malformed id, a deleted user, or a token that sign-out or a password
+    change has replaced (and for ids of old sessions, which carried no token).
+    """
+    user_id, _, token = (session_id or "").partition(":")
+    if not token:
+        return None
+    try:
+        user = AdminUser.objects(id=ObjectId(user_id)).first()
+    except (InvalidId, TypeError):
+        return None
+    if user is None or not user.sessionToken:
+        return None
+    if not hmac.compare_digest(user.sessionToken.encode(), token.encode()):
+        return None
     return user
 
 
@@ -69,6 +102,10 @@ def authenticate(email: str, password: str) -> AdminUser | None:
     if not user.check_password(password or ""):
         return None
     AdminUser.objects(id=user.id).update_one(set__lastLoginAt=utcnow())
+    if not user.sessionToken:
+        # Users created before session tokens get one at their first sign-in (never overwriting a newer one).
+        AdminUser.objects(id=user.id, sessionToken=None).update_one(set__sessionToken=AdminUser.new_session_token())
+        user.reload()
     return user
 
 

@@ -3,12 +3,14 @@ from .alert import Alert, AlertState
 from .audit import AuditEntry
 from .job import Embedding, Job, SimilarJob
 from .lease import Lease
+from .login_limit import LoginAttempts
 from .metric import MetricSample
 from .queue_item import QueueItem
 from .user import AdminUser
 from .worker_status import WorkerStatus
 
-ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, MetricSample, Alert, AlertState)
+ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, MetricSample, Alert, AlertState,
+                 LoginAttempts)
 
 
 def ensure_indexes() -> None:
@@ -18,4 +20,4 @@ def ensure_indexes() -> None:
 
 
 __all__ = ["Embedding", "Job", "SimilarJob", "QueueItem", "WorkerStatus", "AdminUser", "Lease", "AuditEntry",
-           "MetricSample", "Alert", "AlertState", "ALL_DOCUMENTS", "ensure_indexes"]
+           "MetricSample", "Alert", "AlertState", "LoginAttempts", "ALL_DOCUMENTS", "ensure_indexes"]

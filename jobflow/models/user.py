@@ -1,4 +1,6 @@
 """An administrator of the dashboard (collection ``adminusers``)."""
+import secrets
+
 from mongoengine import DateTimeField, Document, StringField
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -16,6 +18,8 @@ class AdminUser(Document):
     role = StringField(required=True, default="admin", choices=ROLES)
     createdAt = DateTimeField(default=utcnow)
     lastLoginAt = DateTimeField()
+    # Part of every session of this user: a new one (sign-out, password change) ends them all.
+    sessionToken = StringField()
 
     def set_password(self, password: str) -> None:
         """Store a salted hash of ``password``."""
@@ -30,9 +34,14 @@ class AdminUser(Document):
     is_authenticated = True
     is_anonymous = False
 
+    @staticmethod
+    def new_session_token() -> str:
+        """A fresh random session token."""
+        return secrets.token_urlsafe(24)
+
     def get_id(self) -> str:
-        """The id Flask-Login keeps in the session."""
-        return str(self.id)
+        """What Flask-Login keeps in the session: ``<user id>:<session token>``."""
+        return f"{self.id}:{self.sessionToken or ''}"
 
     @property
     def can_act(self) -> bool:
