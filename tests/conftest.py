@@ -34,8 +34,14 @@ def mongo_server():
             raise RuntimeError("the test database server did not start; see " + str(Path(data_dir) / "server.log"))
         time.sleep(0.1)
     yield uri
-    process.terminate()
-    process.wait(15)
+    # SecantusDB now and then misses the first SIGTERM (its main thread is waiting): ask again, then kill.
+    for stop in (process.terminate, process.terminate, process.kill):
+        stop()
+        try:
+            process.wait(10)
+            break
+        except subprocess.TimeoutExpired:
+            continue
     log.close()
     shutil.rmtree(data_dir, ignore_errors=True)
 
