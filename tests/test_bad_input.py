@@ -300,6 +300,107 @@ def test_script_in_every_field_is_escaped_on_the_admin_pages(client, fast_hashin
     assert "&lt;script&gt;alert(" in client.get(f"/admin/embeddings/jobs/{job_id}").get_data(as_text=True)
 
 
+# ----- extreme keyset cursors (ids and times at the ends of their ranges) -------------------------------------------
+
+OID_ZERO, OID_MAX = "0" * 24, "f" * 24
+
+
+def queue_items_at(*times):
+    """Pending queue items whose ids carry the given times (newest last); their ids as strings."""
+    from bson import ObjectId
+
+    from jobflow.models import QueueItem
+    from jobflow.timeutil import utcnow
+    ids = []
+    for n, when in enumerate(times):
+        oid = ObjectId(ObjectId.from_datetime(when).binary[:4] + n.to_bytes(8, "big"))
+        QueueItem._get_collection().insert_one({"_id": oid, "jobId": ObjectId(), "taskType": "generate_embedding",
+                                                "status": "pending", "priority": 10, "attempts": 0,
+                                                "nextAttemptAt": utcnow(), "createdAt": utcnow(),
+                                                "updatedAt": utcnow(), "errorHistory": []})
+        ids.append(str(oid))
+    return ids
+
+
+def test_queue_cursors_at_the_ends_of_the_objectid_range_are_clamped(client, fast_hashing):
+    from datetime import datetime, timedelta, timezone
+
+    from jobflow.ops.queue_view import QueueFilter, queue_page
+    from jobflow.timeutil import utcnow
+    now = utcnow()
+    ids = queue_items_at(datetime(1970, 1, 1, 0, 5, tzinfo=timezone.utc), now - timedelta(days=400),
+                         now - timedelta(hours=1), now, datetime(2106, 2, 7, 6, 0, tzinfo=timezone.utc))
+    newest_first = ids[::-1]
+
+    def page(**cursor):
+        return [str(d["_id"]) for d in queue_page(QueueFilter(), limit=3, **cursor).items]
+    # 24 zeros: nothing is older, everything newer; 24 f's: everything is older, nothing newer.
+    assert page(before=OID_ZERO) == []
+    assert page(after=OID_MAX) == []
+    assert page(before=OID_MAX) == newest_first[:3]
+    assert page(after=OID_ZERO) == ids[:3][::-1]
+    # Cursors next to the ends walk across them page by page.
+    assert page(before=ids[1]) == [ids[0]] and page(after=ids[3]) == [ids[4]]
+    for args in ({"before": OID_ZERO}, {"after": OID_MAX}, {"before": OID_MAX}, {"after": OID_ZERO}):
+        response = client.get("/api/admin/embeddings/queue?" + qs(args), headers=AUTH, environ_base=fresh_addr())
+        assert response.status_code == 200, (args, response.get_data(as_text=True)[:300])
+        assert_answer(response)
+    listed = client.get(f"/api/admin/embeddings/queue?before={OID_MAX}&limit=2", headers=AUTH,
+                        environ_base=fresh_addr()).get_json()
+    assert [i["id"] for i in listed["items"]] == newest_first[:2] and listed["next"]
+    # The dashboard's queue page, as a viewer may reach it.
+    login(client, "viewer-cursor@example.com", role="viewer")
+    for args in ({"before": OID_ZERO}, {"after": OID_MAX}, {"before": OID_MAX}, {"after": OID_ZERO},
+                 {"before": OID_ZERO, "status": "pending"}, {"after": OID_MAX, "task": "generate_embedding"}):
+        response = client.get("/admin/embeddings/queue?" + qs(args), environ_base=fresh_addr())
+        assert response.status_code == 200, (args, response.status_code)
+        assert "Traceback" not in response.get_data(as_text=True)
+    html = client.get(f"/admin/embeddings/queue?before={OID_MAX}", environ_base=fresh_addr()).get_data(as_text=True)
+    assert all(i in html for i in ids)
+
+
+@pytest.mark.parametrize("args, field", [({"before": "nope"}, "before"), ({"after": "1" * 23}, "after"),
+                                         ({"before": "g" * 24}, "before"), ({"after": "0" * 25}, "after"),
+                                         ({"limit": "many"}, "limit"), ({"limit": "9" * 5000}, "limit"),
+                                         ({"limit": "-1"}, "limit"), ({"limit": "201"}, "limit")])
+def test_admin_queue_api_names_a_bad_cursor_or_limit(client, args, field):
+    response = client.get("/api/admin/embeddings/queue?" + qs(args), headers=AUTH, environ_base=fresh_addr())
+    assert response.status_code == 400, (args, response.status_code)
+    assert_answer(response)
+    assert response.get_json()["error"]["fields"] == {field: response.get_json()["error"]["fields"][field]}
+
+
+@pytest.mark.parametrize("before", ["0001-01-01", "0001-01-01T00:00:00+01:00", "1969-12-31T23:59:59",
+                                    "9999-12-31", "9999-12-31T23:59:59.999999-01:00", "9999-12-31T23:59:59+00:00",
+                                    "not a date", "2024-13-45", "", " ", "\x00", "2024-01-01\r\nX: y", "x" * 5000])
+def test_audit_page_with_an_extreme_or_bad_before_shows_the_first_page(client, fast_hashing, before):
+    from jobflow.models import AuditEntry
+    from jobflow.ops.actions import recent_audit
+    AuditEntry(actor="someone@example.com", via="cli", action="canary-action", target="t").save()
+    first = [e.id for e in recent_audit()]
+    assert len(first) == 1 and [e.id for e in recent_audit(before)] == first
+    login(client, "viewer-audit@example.com", role="viewer")
+    response = client.get("/admin/embeddings/audit?" + qs({"before": before}), environ_base=fresh_addr())
+    assert response.status_code == 200, response.status_code
+    html = response.get_data(as_text=True)
+    assert "canary-action" in html and "Traceback" not in html
+
+
+def test_audit_pages_still_walk_back_in_time(app):
+    from datetime import timedelta
+
+    from jobflow.models import AuditEntry
+    from jobflow.ops.actions import recent_audit
+    from jobflow.timeutil import utcnow
+    now = utcnow()
+    for days in (0, 2, 40, 400, 4000):
+        AuditEntry(actor="a", via="cli", action=f"act-{days}", at=now - timedelta(days=days)).save()
+    assert [e.action for e in recent_audit(limit=2)] == ["act-0", "act-2"]
+    older = recent_audit((now - timedelta(days=2)).isoformat(), limit=2)
+    assert [e.action for e in older] == ["act-40", "act-400"]
+    assert [e.action for e in recent_audit(older[-1].at.isoformat(), limit=2)] == ["act-4000"]
+
+
 # ----- authentication and CSRF ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Bearer wrong-token", f"Bearer {TOKEN}x",

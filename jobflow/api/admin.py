@@ -13,12 +13,13 @@ from ..extensions import limiter
 from ..ops import actions, samples
 from ..ops.counts import queue_counts
 from ..ops.overview import overview
-from ..ops.queue_view import PAGE_SIZE, TASK_TYPES, QueueFilter, queue_page
+from ..ops.queue_view import PAGE_SIZE, TASK_TYPES, QueueFilter, parse_oid, queue_page
 from ..ops.workers import worker_summary, workers
 from ..timeutil import iso
 from . import bp
 from .auth import bearer_ok
 from .errors import APIError
+from .params import int_arg
 
 WRITE_LIMIT = "30 per minute"
 
@@ -85,15 +86,24 @@ def admin_status():
     })
 
 
+def _cursor(name: str) -> str | None:
+    """A keyset cursor from the query string: a queue item id (24 hex digits), absent, or a 400 naming it."""
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    if len(raw) != 24 or parse_oid(raw) is None:
+        raise APIError(400, "invalid_input", f"{name} must be a queue item id (24 hex digits).",
+                       {name: "expected a queue item id"})
+    return raw
+
+
 @bp.get("/admin/embeddings/queue")
 def admin_queue():
     """Queue items newest first; filters status, task, q (job id or title); keyset pages with ``before``."""
     _actor(write=False)
     flt = QueueFilter.from_args(request.args)
-    limit = request.args.get("limit", default=PAGE_SIZE, type=int)
-    if not limit or not 1 <= limit <= 200:
-        raise APIError(400, "invalid_input", "limit must be between 1 and 200.", {"limit": "expected 1 to 200"})
-    page = queue_page(flt, before=request.args.get("before"), after=request.args.get("after"), limit=limit)
+    limit = int_arg("limit", PAGE_SIZE, 1, 200)
+    page = queue_page(flt, before=_cursor("before"), after=_cursor("after"), limit=limit)
     counts = queue_counts(samples.latest_sample())
     args = {**flt.args(), "limit": limit} if limit != PAGE_SIZE else flt.args()
     return jsonify({"items": [_item_json(i) for i in page.items], "count": len(page.items),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from .. import queue
 from ..models import AuditEntry, QueueItem
@@ -48,13 +48,43 @@ AUDIT_PAGE = 100
 AUDIT_WINDOWS = (timedelta(days=1), timedelta(days=30), timedelta(days=365), None)
 
 
-def recent_audit(before: str | None = None, limit: int = AUDIT_PAGE) -> list[AuditEntry]:
-    """Audit entries newest first, a page of those before the time ``before`` (ISO), read in growing windows."""
+# A page cursor earlier than this is no cursor of any entry: such a ``before`` shows the first page.
+AUDIT_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def audit_cursor(before: str | None) -> datetime | None:
+    """The time an audit page ends at, from the ``before`` of its link (ISO 8601, UTC unless it says otherwise).
+
+    None (the first page) when it is absent, not a time, earlier than 1970, or so far out that a
+    window of entries cannot be counted back from it.
+    """
+    if not before or not isinstance(before, str) or len(before) > 64:
+        return None
     try:
-        anchor = datetime.fromisoformat(before) if before else None
+        anchor = datetime.fromisoformat(before.strip())
     except ValueError:
-        anchor = None
-    top = anchor or utcnow() + timedelta(seconds=1)
+        return None
+    if anchor.tzinfo is None:
+        anchor = anchor.replace(tzinfo=timezone.utc)
+    try:
+        anchor = anchor.astimezone(timezone.utc)
+    except (OverflowError, ValueError):   # e.g. 0001-01-01T00:00+01:00 is before datetime.min in UTC
+        return None
+    if anchor < AUDIT_EPOCH:
+        return None
+    return anchor
+
+
+def recent_audit(before: str | None = None, limit: int = AUDIT_PAGE, now: datetime | None = None) -> list[AuditEntry]:
+    """Audit entries newest first, a page of those before the time ``before`` (ISO), read in growing windows.
+
+    A ``before`` that is no usable time (see ``audit_cursor``) gives the first page; one in the future
+    is the first page too.
+    """
+    top = (now or utcnow()) + timedelta(seconds=1)
+    anchor = audit_cursor(before)
+    if anchor is not None and anchor < top:
+        top = anchor
     entries: list[AuditEntry] = []
     for span in AUDIT_WINDOWS:
         cond = {"$lt": top} if span is None else {"$lt": top, "$gte": top - span}

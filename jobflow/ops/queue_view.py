@@ -9,7 +9,7 @@ it returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bson import ObjectId
@@ -28,6 +28,9 @@ WINDOWS = (timedelta(minutes=15), timedelta(hours=2), timedelta(hours=16), timed
            None)
 CASE_INSENSITIVE = Collation(locale="en", strength=2)   # the collation of Job's ``title_ci`` index
 QUEUE_FIELDS = {"errorHistory": 0}
+# The times an ObjectId can hold: four bytes of seconds since the epoch (1970-01-01 to 2106-02-07).
+OID_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+OID_LAST = OID_EPOCH + timedelta(seconds=2**32 - 1)
 
 
 def parse_oid(value: Any) -> ObjectId | None:
@@ -111,28 +114,53 @@ def _search_items(flt: QueueFilter, status: str | None, limit: int = 1000) -> li
     return sorted(found.values(), key=lambda d: d["_id"], reverse=True)
 
 
+def _oid_at(when: datetime) -> ObjectId | None:
+    """The first ObjectId of the second ``when``; None when no ObjectId holds that time (before 1970, after 2106)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    if not OID_EPOCH <= when <= OID_LAST:
+        return None
+    return ObjectId.from_datetime(when)
+
+
+def _shifted(anchor: datetime, span: timedelta) -> datetime | None:
+    """``anchor + span``, or None when that is no datetime at all."""
+    try:
+        return anchor + span
+    except OverflowError:
+        return None
+
+
 def _windowed(base: dict, before: ObjectId | None, after: ObjectId | None, limit: int,
               now: datetime) -> list[dict]:
-    """Up to ``limit`` items matching ``base`` next to the cursor, read in growing ``_id`` windows."""
+    """Up to ``limit`` items matching ``base`` next to the cursor, read in growing ``_id`` windows.
+
+    A window whose far end lies outside the times an ObjectId can hold (a cursor such as 24 zeros or
+    24 f's) is unbounded on that side, and it is the last one read.
+    """
     direction = 1 if after is not None else -1
     anchor = (after or before).generation_time if (after or before) else now
     docs: list[dict] = []
     for span in WINDOWS:
         cond: dict = {}
+        edge = None
+        if span is not None:
+            shifted = _shifted(anchor, span if after is not None else -span)
+            edge = _oid_at(shifted) if shifted is not None else None
         if after is not None:
             cond["$gt"] = after
-            if span is not None:
-                cond["$lt"] = ObjectId.from_datetime(anchor + span)
+            if edge is not None:
+                cond["$lt"] = edge
         else:
             if before is not None:
                 cond["$lt"] = before
-            if span is not None:
-                cond["$gte"] = ObjectId.from_datetime(anchor - span)
+            if edge is not None:
+                cond["$gte"] = edge
         query = dict(base)
         if cond:
             query["_id"] = cond
         docs = list(QueueItem._get_collection().find(query, QUEUE_FIELDS).sort("_id", direction).limit(limit))
-        if len(docs) >= limit:
+        if len(docs) >= limit or edge is None:
             break
     return docs
 
