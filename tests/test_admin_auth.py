@@ -308,3 +308,14 @@ def test_limit_counts_concurrent_attempts_exactly(app):
     assert LoginAttempts.attempts("192.0.2.1", 60, later) == 20
     index = LoginAttempts._get_collection().index_information()["expire"]
     assert index["expireAfterSeconds"] == 0
+
+
+def test_a_head_request_is_no_sign_in_attempt(client, caplog):
+    """``curl -I /login`` shows the form's headers; it neither logs a failed sign-in nor uses up the limit."""
+    import logging
+    caplog.set_level(logging.INFO)
+    for _ in range(12):
+        assert client.head("/login").status_code == 200
+    assert "failed sign-in" not in caplog.text
+    page = client.get("/login")
+    assert page.status_code == 200

@@ -64,7 +64,7 @@ def _too_many(retry_after: int):
 def login():
     """The sign-in form; posts email, password and csrf_token."""
     next_url = request.values.get("next")
-    if request.method == "GET":
+    if request.method != "POST":   # GET and HEAD show the form; HEAD is no sign-in attempt
         if current_user.is_authenticated:
             return redirect(_safe_next(next_url))
         return _form(next_url, "")
