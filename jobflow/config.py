@@ -285,12 +285,12 @@ def unknown_names(names) -> list[str]:
     """A warning for each name that is no setting, with the likely setting when one is close."""
     import difflib
     known = [s.name for s in SETTINGS] + list(_ALIASES.values()) + sorted(OTHER_NAMES)
+    canonical = {alias: setting for setting, alias in _ALIASES.items()}
     warnings = []
     for name in names:
         if name in known:
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        canonical = {alias: setting for setting, alias in _ALIASES.items()}
         hint = f" (did you mean {canonical.get(close[0], close[0])}?)" if close else ""
         warnings.append(f"{name} is not a setting and is ignored{hint}")
     return warnings

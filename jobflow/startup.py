@@ -48,5 +48,6 @@ def prepare_database(settings: dict, instance_path: str) -> str:
     """Reach the configured database, or start (or reuse) the embedded one; its URI. Raises DatabaseUnavailable."""
     from .db import check_reachable, database_uri
     uri = database_uri(settings, instance_path)
-    check_reachable(uri)
+    if settings.get("MONGODB_URI"):
+        check_reachable(uri)   # the embedded server was just pinged by database_uri (started or reused)
     return uri
