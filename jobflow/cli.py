@@ -78,7 +78,7 @@ def recompute_all_command():
     from .similarity.lists import SimilarLists
     settings = current_app.config
     lists = SimilarLists(None, settings["SIMILARITY_TOP_N"], min_score(settings), provider_model(settings),
-                         settings["EMBEDDING_BATCH_SIZE"])
+                         settings["EMBEDDING_BATCH_SIZE"], language_balance=settings["SIMILARITY_LANGUAGE_BALANCE"])
     click.echo(f"loading embeddings of model {lists.model}...")
     loaded = lists.load()
     if not loaded:
@@ -91,8 +91,9 @@ def recompute_all_command():
         def progress(done, total):
             bar.update(done - state["done"])
             state["done"] = done
-        count = lists.recompute_all(progress)
-    click.echo(f"recomputed {count} lists (top {lists.top_n}, minimum score {lists.min_score})")
+        count = lists.refit_and_recompute(progress)
+    corrected = f", language correction version {lists.correction.version}" if lists.correction.active else ""
+    click.echo(f"recomputed {count} lists (top {lists.top_n}, minimum score {lists.min_score}{corrected})")
 
 
 @click.command("retry-failed")

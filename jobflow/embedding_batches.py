@@ -19,6 +19,7 @@ from pymongo.errors import PyMongoError
 
 from . import queue
 from .embeddings import BadInput, ConfigurationError, InvalidVector, ProviderError, RateLimited, check_vector
+from .embeddings.language import job_language
 from .embeddings.text import EMBEDDING_STATE_FIELDS, TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
 from .models import Job, WorkerStatus
 from .models.fields import vector_to_bson
@@ -35,6 +36,7 @@ class WorkEntry(NamedTuple):
     job: dict           # the job's text fields and embedding state (EMBEDDING_STATE_FIELDS)
     texts: list[str]    # the TEXTS_PER_JOB texts to embed, prepared for the provider
     digest: str         # the hash of the job's text, stored with the vector
+    language: str       # its ``language`` field, else the language its text reads as
 
 
 class BatchProcessing:
@@ -64,7 +66,8 @@ class BatchProcessing:
                     and emb.get("model") == self.provider.model:
                 current.append(item)      # unchanged text and model: never embedded again
                 continue
-            to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest))
+            to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest,
+                                      job_language(job)[0]))
         if current:
             self._settle_current(current)
         if self.debug:
@@ -135,26 +138,26 @@ class BatchProcessing:
         """Write each valid vector, then its lists, then complete its item (in that order)."""
         now = utcnow()
         good, bad = [], []
-        for n, (item, job, text, digest) in enumerate(group):
+        for n, entry in enumerate(group):
             pair = slice(n * TEXTS_PER_JOB, (n + 1) * TEXTS_PER_JOB)
             try:
                 parts = [check_vector(v, self.provider.dimensions) for v in result.vectors[pair]]
-                good.append((item, job, digest, combine(parts), sum(result.tokens[pair])))
+                good.append((entry, combine(parts), sum(result.tokens[pair])))
             except InvalidVector as exc:
-                bad.append(((item, job, text, digest), str(exc)))
+                bad.append((entry, str(exc)))
         if good:
-            ops = [UpdateOne({"_id": job["_id"]}, {"$set": {
+            ops = [UpdateOne({"_id": entry.job["_id"]}, {"$set": {
                 "embedding.status": "completed", "embedding.vector": vector_to_bson(vector),
                 "embedding.model": result.model, "embedding.dimensions": int(vector.shape[0]),
-                "embedding.textHash": digest, "embedding.tokens": int(tokens), "embedding.generatedAt": now,
-                "embedding.error": None, "embedding.retries": int(item.get("attempts", 1)) - 1}})
-                for item, job, digest, vector, tokens in good]
+                "embedding.textHash": entry.digest, "embedding.language": entry.language, "embedding.tokens": int(tokens),
+                "embedding.generatedAt": now, "embedding.error": None,
+                "embedding.retries": int(entry.item.get("attempts", 1)) - 1}})
+                for entry, vector, tokens in good]
             Job._get_collection().bulk_write(ops, ordered=False)
             if self.lists is not None:
-                self.lists.on_embedded([job["_id"] for _, job, _, _, _ in good],
-                                       [vector for _, _, _, vector, _ in good],
-                                       [digest for _, _, digest, _, _ in good])
-            queue.complete([item["_id"] for item, *_ in good], self.worker_id, self.policy)
+                self.lists.on_embedded([entry.job["_id"] for entry, _, _ in good], [vector for _, vector, _ in good],
+                                       [entry.digest for entry, _, _ in good], [entry.language for entry, _, _ in good])
+            queue.complete([entry.item["_id"] for entry, _, _ in good], self.worker_id, self.policy)
             self._count(processed=len(good), tokens=sum(t for *_, t in good))
         for entry, error in bad:
             self._fail([entry], f"invalid vector: {error}", retryable=True)
@@ -176,7 +179,7 @@ class BatchProcessing:
 
     def _fail(self, group, error: str, retryable: bool) -> None:
         failed = []
-        for item, job, _, _ in group:
+        for item, job, *_ in group:
             if queue.fail(item, self.worker_id, error, self.policy, retryable=retryable) == "failed":
                 failed.append(UpdateOne({"_id": job["_id"]}, {"$set": {
                     # retries = attempts made, so the runbook's query (embedding.retries >= QUEUE_MAX_ATTEMPTS)

@@ -94,8 +94,13 @@ class Worker(BatchProcessing):
             return
         self.lists = SimilarLists(dimensions=self.provider.dimensions or None, top_n=self.settings["SIMILARITY_TOP_N"],
                                   min_score=min_score(self.settings), model=self.provider.model,
-                                  block_size=self.settings["EMBEDDING_BATCH_SIZE"])
+                                  block_size=self.settings["EMBEDDING_BATCH_SIZE"],
+                                  language_balance=self.settings.get("SIMILARITY_LANGUAGE_BALANCE", True))
         self.lists.load()
+        if self.lists.stored_lists_stale():
+            # Lists were written under another correction (the setting changed, or a new fit was adopted while no
+            # worker ran): every list again, by the first worker to check.
+            recompute_state.request()
         self.heartbeat()
         log.info("worker %s started: provider %s, %d jobs in the similarity index, %d calls at once",
                  self.worker_id, self.provider.describe(), len(self.lists), self.concurrency)
@@ -213,10 +218,13 @@ class Worker(BatchProcessing):
         if self.lists is None:
             return 0
 
-        def recompute() -> int:
-            self.lists.sync()
-            return self.lists.recompute_all()
-        return recompute_state.run_if_due(self.settings, self.worker_id, recompute)
+        lists = self.lists
+
+        def recompute(progress) -> int:
+            lists.sync()
+            return lists.refit_and_recompute(progress)
+        refit = (lambda: lists.refit() is not None) if lists.refit_due() else None
+        return recompute_state.run_if_due(self.settings, self.worker_id, recompute, refit=refit, write=lists.write_all)
 
     # ----- state ------------------------------------------------------------------------------
     def _count(self, processed: int = 0, failed: int = 0, tokens: int = 0) -> None:

@@ -41,14 +41,14 @@ def provider_model(settings: dict) -> str:
 
 
 def min_score(settings: dict) -> float:
-    """SIMILARITY_MIN_SCORE, or the configured provider's calibrated default."""
+    """SIMILARITY_MIN_SCORE, or the configured provider's calibrated default for raw or language-balanced scores."""
     if settings.get("SIMILARITY_MIN_SCORE") is not None:
         return settings["SIMILARITY_MIN_SCORE"]
     if settings["EMBEDDING_PROVIDER"] == "local":
-        from .local import LocalProvider
-        return LocalProvider.default_min_score
-    from .openai_provider import OpenAIProvider
-    return OpenAIProvider.default_min_score
+        from .local import LocalProvider as provider
+    else:
+        from .openai_provider import OpenAIProvider as provider
+    return provider.balanced_min_score if settings.get("SIMILARITY_LANGUAGE_BALANCE", True) else provider.default_min_score
 
 
 __all__ = ["BadInput", "ConfigurationError", "EmbeddingBatch", "EmbeddingProvider", "InvalidVector",

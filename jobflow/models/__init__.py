@@ -1,6 +1,7 @@
 """Documents of JobFlow Similar; collection and field names follow the seed."""
 from .alert import Alert, AlertState
 from .audit import AuditEntry
+from .correction import CorrectionHeader
 from .job import Embedding, Job, SimilarJob
 from .lease import Lease
 from .login_limit import LoginAttempts
@@ -9,7 +10,7 @@ from .queue_item import QueueItem
 from .user import AdminUser
 from .worker_status import WorkerStatus
 
-ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, MetricSample, Alert, AlertState,
+ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, MetricSample, Alert, AlertState, CorrectionHeader,
                  LoginAttempts)
 
 
@@ -20,4 +21,4 @@ def ensure_indexes() -> None:
 
 
 __all__ = ["Embedding", "Job", "SimilarJob", "QueueItem", "WorkerStatus", "AdminUser", "Lease", "AuditEntry",
-           "MetricSample", "Alert", "AlertState", "LoginAttempts", "ALL_DOCUMENTS", "ensure_indexes"]
+           "MetricSample", "Alert", "AlertState", "LoginAttempts", "CorrectionHeader", "ALL_DOCUMENTS", "ensure_indexes"]

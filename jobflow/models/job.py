@@ -28,6 +28,7 @@ class Embedding(EmbeddedDocument):
     model = StringField()
     dimensions = IntField()
     textHash = StringField()
+    language = StringField()    # the language the similarity correction used: the job's field, else detected
     tokens = IntField()
     generatedAt = DateTimeField()
     error = StringField()

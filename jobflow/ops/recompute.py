@@ -48,17 +48,48 @@ def is_due(settings: dict, now: datetime | None = None) -> bool:
         (last is not None and now - last >= ms(settings["SIMILARITY_RECOMPUTE_INTERVAL"]))
 
 
-def run_if_due(settings: dict, owner: str, recompute: Callable[[], int]) -> int:
-    """Run ``recompute`` (returns the lists written) under the lease when due; the count, 0 when not run."""
-    if not is_due(settings) or not Lease.acquire(LEASE, owner, LEASE_TTL):
+def run_if_due(settings: dict, owner: str, recompute: Callable[[Callable[[int, int], None]], int],
+               refit: Callable[[], bool] | None = None,
+               write: Callable[[Callable[[int, int], None]], int] | None = None) -> int:
+    """Under the lease: the full recompute when due; else, when ``refit`` is given (the language correction may
+    have moved), try it, and when it adopted a new correction ``write`` every list. The lists written, 0 when
+    nothing ran. Progress goes to the state document (the dashboard shows it) and to the log every tenth.
+    """
+    due = is_due(settings)
+    if not (due or refit) or not Lease.acquire(LEASE, owner, LEASE_TTL):
         return 0
     try:
+        reason = "full recompute"
+        if not due:
+            if not refit():
+                return 0
+            reason, recompute = "language correction changed", write
         started = time.monotonic()
-        count = recompute()
+        count = recompute(_progress_reporter(reason))
         seconds = round(time.monotonic() - started, 2)
         _states().update_one({"_id": STATE_ID}, {"$set": {"lastRunAt": utcnow(), "lastCount": count,
-                                                          "lastSeconds": seconds}}, upsert=True)
-        log.info("recomputed %d similar-jobs lists in %.1fs", count, seconds)
+                                                          "lastSeconds": seconds, "lastReason": reason},
+                                                 "$unset": {"progress": ""}}, upsert=True)
+        log.info("recomputed %d similar-jobs lists in %.1fs (%s)", count, seconds, reason)
         return count
     finally:
         Lease.release(LEASE, owner)
+
+
+def _progress_reporter(reason: str) -> Callable[[int, int], None]:
+    """A progress callback: the state document at most once a second, a log line every tenth."""
+    marks = {"written": 0.0, "tenth": -1}
+    started = utcnow()
+
+    def report(done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        now = time.monotonic()
+        if now - marks["written"] >= 1.0 or done >= total:
+            marks["written"] = now
+            _states().update_one({"_id": STATE_ID}, {"$set": {"progress": {
+                "done": done, "total": total, "reason": reason, "startedAt": started}}}, upsert=True)
+        if tenth != marks["tenth"]:
+            marks["tenth"] = tenth
+            log.info("recomputing similar-jobs lists (%s): %d of %d (%d%%)", reason, done, total,
+                     done * 100 // max(total, 1))
+    return report

@@ -61,6 +61,11 @@ class VectorIndex:
         with self._lock:
             return self._mat[self._rows[id_]].copy()
 
+    def vectors(self, ids: Sequence[Hashable]) -> np.ndarray:
+        """Copies of the stored vectors of ``ids`` (n, dim); KeyError if one is unknown."""
+        with self._lock:
+            return self._mat[[self._rows[i] for i in ids]].copy()
+
     def memory_bytes(self) -> int:
         """Approximate footprint: allocated matrix plus id containers (not the id objects)."""
         with self._lock:

@@ -18,9 +18,12 @@ import numpy as np
 from bson import ObjectId
 from pymongo import UpdateOne
 
+from ..embeddings.language import normalise as normalise_language
 from ..models import Job
 from ..models.fields import vector_from_bson
 from ..timeutil import utcnow
+from . import stored_correction
+from .correction import MOVEMENT_SAMPLE, UNDETERMINED, LanguageCorrection
 from .index import VectorIndex
 
 log = logging.getLogger("jobflow.similarity")
@@ -29,12 +32,21 @@ SYNC_MARGIN = timedelta(seconds=5)      # re-read a little of the past: clocks o
 RECONCILE_PAGE = 200                    # ids per query when reconciling
 RECONCILE_EVERY = 60.0                  # seconds between full id reconciliations
 LOAD_CHUNK = 5000
+REFIT_MOVEMENT = 0.05                   # a new correction is adopted (and every list recomputed) past this movement
+REFIT_CHURN = 0.05                      # a refit is tried once this share of the jobs came or went since the last
+VECTOR_FIELDS = {"embedding.vector": 1, "embedding.textHash": 1, "embedding.language": 1, "language": 1}
+
+
+def job_language(doc: dict) -> str:
+    """The language a stored job is corrected as: its ``language`` field, else the one detected when embedded."""
+    return normalise_language(doc.get("language")) or (doc.get("embedding") or {}).get("language") or UNDETERMINED
 
 
 class SimilarLists:
     """The index of embedded active jobs and the lists derived from it."""
 
-    def __init__(self, dimensions: int | None, top_n: int, min_score: float, model: str, block_size: int = 500):
+    def __init__(self, dimensions: int | None, top_n: int, min_score: float, model: str, block_size: int = 500,
+                 language_balance: bool = True):
         self.dimensions = dimensions
         self.top_n = top_n
         self.min_score = min_score
@@ -47,6 +59,13 @@ class SimilarLists:
         self.lock = threading.RLock()
         self.synced_at = None
         self._last_reconcile = 0.0
+        # Language balance: vectors enter the index corrected; a job's language and its corrected vector's length
+        # before normalising are kept, so the raw vectors can be had back to fit the correction again.
+        self.language_balance = language_balance
+        self.correction = LanguageCorrection()
+        self.languages: dict[ObjectId, str] = {}
+        self.lengths: dict[ObjectId, float] = {}
+        self._churn = 0                 # jobs added or removed since the correction in force was fitted
 
     def __len__(self) -> int:
         return len(self.index) if self.index is not None else 0
@@ -66,34 +85,45 @@ class SimilarLists:
     def load(self) -> int:
         """Fill the index with every embedded active job of the current model, and read their lists."""
         started = utcnow()
-        ids, vectors, count = [], [], 0
+        ids, vectors, languages, count = [], [], [], 0
         with self.lock:
+            if self.language_balance:
+                self.correction = stored_correction.load(self.model)
             stored_lists = {}
-            cursor = self._coll().find(self._query(), {"embedding.vector": 1, "embedding.textHash": 1,
-                                                        "similarJobs": 1}, batch_size=LOAD_CHUNK)
+            cursor = self._coll().find(self._query(), {**VECTOR_FIELDS, "similarJobs": 1}, batch_size=LOAD_CHUNK)
             for doc in cursor:
                 vector = vector_from_bson(doc["embedding"].get("vector"))
                 if vector is None or (self.dimensions and vector.shape[0] != self.dimensions):
                     continue
                 ids.append(doc["_id"])
                 vectors.append(vector)
+                languages.append(job_language(doc))
                 self.hashes[doc["_id"]] = doc["embedding"].get("textHash")
                 stored_lists[doc["_id"]] = [(s["jobId"], float(s["score"])) for s in doc.get("similarJobs") or []
                                             if "jobId" in s and "score" in s]
                 if len(ids) >= LOAD_CHUNK:
-                    count += self._load_chunk(ids, vectors)
-                    ids, vectors = [], []
+                    count += self._load_chunk(ids, vectors, languages)
+                    ids, vectors, languages = [], [], []
             if ids:
-                count += self._load_chunk(ids, vectors)
+                count += self._load_chunk(ids, vectors, languages)
             for job_id, entries in stored_lists.items():
                 self._set_list(job_id, [e for e in entries if self.index is not None and e[0] in self.index])
             self.synced_at = started
         return count
 
-    def _load_chunk(self, ids, vectors) -> int:
-        self._ensure_index(len(vectors[0]))
-        self.index.upsert(ids, np.vstack(vectors))
+    def _load_chunk(self, ids, vectors, languages) -> int:
+        self._upsert(ids, vectors, languages)
         return len(ids)
+
+    def _upsert(self, ids: list, vectors, languages: list[str]) -> None:
+        """Raw vectors into the index, corrected for their languages (caller holds the lock)."""
+        self._ensure_index(len(vectors[0]))
+        corrected, lengths = self.correction.apply(np.vstack(vectors), languages)
+        self._churn += sum(1 for i in ids if i not in self.index)
+        self.index.upsert(ids, corrected)
+        for job_id, language, length in zip(ids, languages, lengths.tolist()):
+            self.languages[job_id] = language
+            self.lengths[job_id] = length
 
     # ----- list bookkeeping -----------------------------------------------------------------------
     def _set_list(self, job_id: ObjectId, entries: list[tuple[ObjectId, float]]) -> None:
@@ -108,6 +138,8 @@ class SimilarLists:
         self._set_list(job_id, [])
         self.lists.pop(job_id, None)
         self.hashes.pop(job_id, None)
+        self.languages.pop(job_id, None)
+        self.lengths.pop(job_id, None)
         holders = set(self.reverse.pop(job_id, set()))
         return holders
 
@@ -141,17 +173,17 @@ class SimilarLists:
 
     # ----- changes --------------------------------------------------------------------------------
     def on_embedded(self, ids: list[ObjectId], vectors: list[np.ndarray], hashes: list[str | None],
-                    only_changed: bool = False) -> int:
-        """New or changed vectors: their lists and every list they enter or change; one bulk write.
+                    languages: list[str] | None = None, only_changed: bool = False) -> int:
+        """New or changed vectors (raw, as embedded): their lists and every list they enter or change; one bulk write.
 
+        ``languages``: each job's language (``job_language``), for the correction.
         ``only_changed``: write only lists that differ from the stored ones (changes another process
         already wrote, seen by ``sync``).
         """
         if not ids:
             return 0
         with self.lock:
-            self._ensure_index(len(vectors[0]))
-            self.index.upsert(ids, np.vstack(vectors))
+            self._upsert(ids, vectors, languages or [UNDETERMINED] * len(ids))
             affected: set[ObjectId] = set(ids)
             for job_id, digest in zip(ids, hashes):
                 self.hashes[job_id] = digest
@@ -189,6 +221,7 @@ class SimilarLists:
                 holders |= self._drop(job_id)
             if gone:
                 self.index.remove(gone)
+                self._churn += len(gone)
             holders -= set(gone)
             return self._write(self._recompute(holders))
 
@@ -198,20 +231,24 @@ class SimilarLists:
             missing = [i for i in ids if self.index is None or i not in self.index or i not in self.lists]
         if not missing:
             return 0
-        docs = list(self._coll().find({"_id": {"$in": missing}, **self._query()},
-                                      {"embedding.vector": 1, "embedding.textHash": 1}))
-        pairs = [(d["_id"], vector_from_bson(d["embedding"]["vector"]), d["embedding"].get("textHash")) for d in docs
-                 if d.get("embedding", {}).get("vector") is not None]
-        if not pairs:
+        docs = list(self._coll().find({"_id": {"$in": missing}, **self._query()}, VECTOR_FIELDS))
+        found = [(d["_id"], vector_from_bson(d["embedding"]["vector"]), d["embedding"].get("textHash"), job_language(d))
+                 for d in docs if d.get("embedding", {}).get("vector") is not None]
+        if not found:
             return 0
-        return self.on_embedded([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs])
+        return self.on_embedded(*(list(column) for column in zip(*found)))
 
     def sync(self) -> None:
         """Apply changes other processes made: embeddings, closes, text edits, deletions, refills."""
+        if self.language_balance and stored_correction.header(self.model).get("version", 0) != self.correction.version:
+            try:
+                self.adopt(stored_correction.load(self.model))
+            except LookupError:
+                pass        # caught between a new version's documents and its header: the next sync adopts it
         since = (self.synced_at or utcnow()) - SYNC_MARGIN
         mark = utcnow()
-        fields = {"status": 1, "embedding.status": 1, "embedding.model": 1, "embedding.textHash": 1,
-                  "embedding.vector": 1, "similarityMetadata.refill": 1}
+        fields = {"status": 1, "embedding.status": 1, "embedding.model": 1, **VECTOR_FIELDS,
+                  "similarityMetadata.refill": 1}
         # Three indexed queries, not one $or: an $or is a collection scan when one branch lacks an index
         # (MongoDB) or whenever the planner cannot union indexes (SecantusDB), every few seconds per worker.
         changed: dict = {}
@@ -226,9 +263,11 @@ class SimilarLists:
                 emb = doc.get("embedding") or {}
                 usable = (doc.get("status") == "active" and emb.get("status") == "completed"
                           and emb.get("model") == self.model and emb.get("vector") is not None)
+                language = job_language(doc)
                 if usable and (doc["_id"] not in self.hashes or self.hashes[doc["_id"]] != emb.get("textHash")
-                               or self.index is None or doc["_id"] not in self.index):
-                    embedded.append((doc["_id"], vector_from_bson(emb["vector"]), emb.get("textHash")))
+                               or self.index is None or doc["_id"] not in self.index
+                               or self.languages.get(doc["_id"]) != language):
+                    embedded.append((doc["_id"], vector_from_bson(emb["vector"]), emb.get("textHash"), language))
                 elif not usable and self.index is not None and doc["_id"] in self.index:
                     removed.append(doc["_id"])
                 elif (doc.get("similarityMetadata") or {}).get("refill"):
@@ -236,8 +275,7 @@ class SimilarLists:
             if removed:
                 self.remove(removed)
             if embedded:
-                self.on_embedded([e[0] for e in embedded], [e[1] for e in embedded], [e[2] for e in embedded],
-                                 only_changed=True)
+                self.on_embedded(*(list(column) for column in zip(*embedded)), only_changed=True)
             if refill:
                 self._write(self._recompute(refill) or [])
                 self._coll().update_many({"_id": {"$in": refill}}, {"$unset": {"similarityMetadata.refill": ""}})
@@ -284,4 +322,109 @@ class SimilarLists:
                 self._write(block_ids)
             done += len(block_ids)
             progress(done, total)
+        stored_correction.lists_computed_with(self.model, self.correction.version)
+        return done
+
+    # ----- language correction ------------------------------------------------------------------------
+    def raw_blocks(self, block: int = LOAD_CHUNK):
+        """(ids, raw unit vectors, languages) of the whole index, a block at a time, back from corrected ones."""
+        if self.index is None:
+            return
+        for start in range(0, len(self.index), block):
+            with self.lock:
+                ids = self.index.ids()[start:start + block]
+                if not ids:
+                    return
+                units = self.index.vectors(ids)
+                languages = [self.languages.get(i, UNDETERMINED) for i in ids]
+                lengths = [self.lengths.get(i, 1.0) for i in ids]
+                correction = self.correction
+            yield ids, correction.invert(units, lengths, languages), languages
+
+    def refit_due(self) -> bool:
+        """Whether enough jobs came or went since the correction in force was fitted to try a new fit."""
+        if not self.language_balance or self.index is None or not len(self.index):
+            return False
+        return not self.correction.active or self._churn >= REFIT_CHURN * len(self.index)
+
+    def refit(self, force: bool = False) -> float | None:
+        """Fit the correction to the jobs now indexed; adopt and store it when it moves vectors past
+        REFIT_MOVEMENT (or the first time). Returns the movement when adopted, else None.
+
+        Run by one process at a time (the recompute lease): the caller then writes every list.
+        """
+        if not self.language_balance or self.index is None or not (force or self.refit_due()):
+            return None
+        samples: dict[str, list[np.ndarray]] = defaultdict(list)
+        jobs = 0
+
+        def blocks():
+            nonlocal jobs
+            for _, raw, languages in self.raw_blocks():
+                jobs += len(raw)
+                for language in set(languages):
+                    have = sum(len(s) for s in samples[language])
+                    if have < MOVEMENT_SAMPLE:
+                        rows = raw[[i for i, lang in enumerate(languages) if lang == language]]
+                        samples[language].append(rows[:MOVEMENT_SAMPLE - have])
+                yield raw, languages
+
+        fitted = LanguageCorrection.fit(blocks(), version=self.correction.version + 1)
+        if not fitted.active:
+            return None
+        fitted = stored_correction.as_stored(fitted)
+        moved = self.correction.movement(fitted, {k: np.vstack(v) for k, v in samples.items()})
+        if self.correction.active and moved <= REFIT_MOVEMENT:
+            self._churn = 0
+            log.info("language correction fitted on %d jobs moves vectors by %.3f (at most %.2f): kept version %d",
+                     jobs, moved, REFIT_MOVEMENT, self.correction.version)
+            return None
+        stored_correction.save(self.model, fitted, jobs, moved)
+        log.info("language correction version %d fitted on %d jobs (%s), moves vectors by %.3f: adopted",
+                 fitted.version, jobs, ", ".join(f"{k} {v}" for k, v in fitted.counts().items()), moved)
+        self.adopt(fitted)
+        return moved
+
+    def adopt(self, correction: LanguageCorrection) -> None:
+        """Re-correct every indexed vector with ``correction`` and recompute every list in memory (no writes)."""
+        with self.lock:
+            if self.index is not None and len(self.index):
+                # Block by block: rows not reached yet are still corrected by the old version, which raw_blocks
+                # inverts (the lock is held throughout, so nothing else changes the index meanwhile).
+                for ids, raw, languages in self.raw_blocks():
+                    corrected, lengths = correction.apply(raw, languages)
+                    self.index.upsert(ids, corrected)
+                    self.lengths.update(zip(ids, lengths.tolist()))
+            self.correction = correction
+            self._churn = 0
+            if self.index is not None:
+                for block_ids, block_lists in self.index.all_top_k(self.top_n, self.min_score, self.block_size):
+                    for job_id, entries in zip(block_ids, block_lists):
+                        self._set_list(job_id, entries)
+        log.info("similarity index re-corrected with language correction version %d (%d jobs)",
+                 correction.version, len(self))
+
+    def refit_and_recompute(self, progress: Callable[[int, int], None] = lambda done, total: None) -> int:
+        """The full recompute: fit the correction again (adopted past REFIT_MOVEMENT), then every list written."""
+        if self.refit(force=True) is not None:      # adopted: every list is already recomputed in memory
+            return self.write_all(progress)
+        return self.recompute_all(progress)
+
+    def stored_lists_stale(self) -> bool:
+        """Whether the stored lists were last fully computed with another correction than the one in force."""
+        head = stored_correction.header(self.model)
+        return bool(head) and int(head.get("listsVersion") or 0) != self.correction.version
+
+    def write_all(self, progress: Callable[[int, int], None] = lambda done, total: None) -> int:
+        """Write every list as it is in memory, a block at a time; records the correction the lists were made with."""
+        with self.lock:
+            ids = list(self.lists)
+        total, done = len(ids), 0
+        for start in range(0, total, self.block_size):
+            with self.lock:
+                block = [i for i in ids[start:start + self.block_size] if i in self.lists]
+                self._write(block)
+            done += len(block)
+            progress(done, total)
+        stored_correction.lists_computed_with(self.model, self.correction.version)
         return done

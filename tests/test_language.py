@@ -1,0 +1,316 @@
+"""Language-balanced similarity: each job's language, the correction, its stored state, and lists across languages."""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from bson import ObjectId
+
+from jobflow import queue
+from jobflow.embeddings.language import detect, job_language, normalise
+from jobflow.importer import DEMO_DIR
+from jobflow.models import CorrectionHeader, Job
+from jobflow.models.fields import vector_to_bson
+from jobflow.ops import recompute
+from jobflow.similarity import stored_correction
+from jobflow.similarity.correction import KEEP_MEAN, MIN_JOBS, LanguageCorrection
+from jobflow.similarity.lists import REFIT_MOVEMENT, SimilarLists
+from jobflow.timeutil import utcnow
+from jobflow.worker import Worker
+
+MODEL = "test-model"
+DIM = 24
+TOP_N = 5
+KEY = "sk-test-loopback"
+
+
+# ----- a job's language ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("given, expected", [("en", "en"), ("EN-gb", "en"), ("eng", "en"), ("English", "en"),
+                                             ("shqip", "sq"), ("sq_AL", "sq"), ("alb", "sq"), ("de", "de"),
+                                             ("", None), ("  ", None), ("und", None), ("??", None),
+                                             ("the English one", None), (None, None), (3, None)])
+def test_language_field_is_normalised_or_ignored(given, expected):
+    assert normalise(given) == expected
+
+
+def test_detection_reads_every_demo_posting_right_and_the_field_wins():
+    rows = []
+    for path in sorted(DEMO_DIR.glob("*.jsonl")):
+        rows += [("sq" if "_sq" in path.name else "en", json.loads(line)) for line in path.open()]
+    wrong = [(row["title"], job_language(row)) for lang, row in rows if job_language(row) != (lang, True)]
+    assert not wrong and len(rows) == 164
+    albanian = next(row for lang, row in rows if lang == "sq")
+    assert job_language({**albanian, "language": "English"}) == ("en", False)
+
+
+def test_too_little_text_is_undetermined():
+    assert detect("Data Engineer") == "und"
+    assert detect("") == "und"
+    assert detect("Zhvillues Android me përvojë në Kotlin dhe në ekipe të vogla") == "sq"
+
+
+# ----- the correction -------------------------------------------------------------------------------------------
+def bilingual(rng, per_topic=4, topics=8, shift=2.5):
+    """Unit vectors where language outweighs topic: topic + a large per-language offset and stretch."""
+    centres = rng.standard_normal((topics, DIM))
+    offsets = {"en": rng.standard_normal(DIM) * shift, "sq": rng.standard_normal(DIM) * shift}
+    stretch = {"en": np.ones(DIM), "sq": np.linspace(0.5, 1.5, DIM)}
+    vectors, languages, labels = [], [], []
+    for lang in ("en", "sq"):
+        for t in range(topics):
+            for _ in range(per_topic):
+                vectors.append((centres[t] + 0.3 * rng.standard_normal(DIM)) * stretch[lang] + offsets[lang])
+                languages.append(lang)
+                labels.append(t)
+    vectors = np.array(vectors)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), languages, np.array(labels)
+
+
+def nearest(vectors: np.ndarray) -> np.ndarray:
+    scores = vectors @ vectors.T
+    np.fill_diagonal(scores, -np.inf)
+    return np.argmax(scores, axis=1)
+
+
+def test_correction_finds_the_same_topic_in_the_other_language():
+    vectors, languages, topics = bilingual(np.random.default_rng(1))
+    langs = np.array(languages)
+    raw_nearest = nearest(vectors)
+    assert (langs[raw_nearest] == langs).all()                       # raw: language first
+    correction = LanguageCorrection.fit([(vectors, languages)], version=1)
+    corrected, lengths = correction.apply(vectors, languages)
+    best = nearest(corrected.astype(np.float64))
+    assert (topics[best] == topics).mean() >= 0.95                   # corrected: the topic first
+    scores = corrected @ corrected.T
+    other = np.array([[scores[i, j] for j in range(len(langs)) if langs[j] != langs[i] and topics[j] == topics[i]]
+                      for i in range(len(langs))])
+    unrelated = np.array([[scores[i, j] for j in range(len(langs)) if topics[j] != topics[i]]
+                          for i in range(len(langs))])
+    assert other.mean() > unrelated.mean() + 0.5                     # same topic across languages scores high
+    back = correction.invert(corrected, lengths, languages)
+    np.testing.assert_allclose(back, vectors, atol=1e-5)             # the raw vectors can be had back
+
+
+def test_one_language_is_only_moved_from_the_common_mean_and_few_jobs_are_not_corrected():
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((60, DIM)) + 3
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    correction = LanguageCorrection.fit([(vectors, ["en"] * 60)], version=1)
+    centred = vectors - (1 - KEEP_MEAN) * vectors.mean(axis=0)
+    np.testing.assert_allclose(correction.apply(vectors, ["en"] * 60)[0],
+                               centred / np.linalg.norm(centred, axis=1, keepdims=True), atol=1e-5)
+    assert not LanguageCorrection.fit([(vectors[:MIN_JOBS - 1], ["en"] * (MIN_JOBS - 1))], version=1).active
+    undetermined = correction.apply(vectors[:3], ["und"] * 3)[0]     # centred on the mean of every job
+    np.testing.assert_allclose(undetermined, centred[:3] / np.linalg.norm(centred[:3], axis=1, keepdims=True),
+                               atol=1e-5)
+
+
+def test_stored_correction_reads_back_identical_and_replaces_the_old_version(app):
+    vectors, languages, _ = bilingual(np.random.default_rng(3), per_topic=6)
+    first = stored_correction.as_stored(LanguageCorrection.fit([(vectors, languages)], version=1))
+    stored_correction.save(MODEL, first, len(vectors), 1.0)
+    second = stored_correction.as_stored(LanguageCorrection.fit([(vectors[::2], languages[::2])], version=2))
+    stored_correction.save(MODEL, second, len(vectors) // 2, 0.3)
+    loaded = stored_correction.load(MODEL)
+    assert loaded.version == 2 and loaded.counts() == second.counts()
+    np.testing.assert_array_equal(loaded.apply(vectors, languages)[0], second.apply(vectors, languages)[0])
+    assert CorrectionHeader._get_collection().count_documents({"model": MODEL}) == 3     # en, sq, * of version 2
+    assert stored_correction.header(MODEL)["movement"] == 0.3
+
+
+# ----- lists ---------------------------------------------------------------------------------------------------
+def insert(vectors, languages, field="language"):
+    """Active jobs with completed embeddings; the language in the job's field or as detected when embedded."""
+    ids = [ObjectId() for _ in vectors]
+    docs = []
+    for i, (_id, vector, lang) in enumerate(zip(ids, vectors, languages)):
+        doc = {"_id": _id, "title": f"Job {i}", "status": "active", "createdAt": utcnow(), "updatedAt": utcnow(),
+               "embedding": {"status": "completed", "model": MODEL, "vector": vector_to_bson(vector),
+                             "textHash": f"h{_id}", "dimensions": DIM}}
+        if field == "language":
+            doc["language"] = lang
+        else:
+            doc["embedding"]["language"] = lang
+        docs.append(doc)
+    Job._get_collection().insert_many(docs)
+    return ids
+
+
+def brute_force(min_score: float) -> dict:
+    """Every job's top N from the database, corrected by the stored correction, every pair compared."""
+    docs = list(Job._get_collection().find({"status": "active", "embedding.status": "completed"}))
+    from jobflow.models.fields import vector_from_bson
+    from jobflow.similarity.lists import job_language as stored_language
+    raw = np.vstack([vector_from_bson(d["embedding"]["vector"]) for d in docs])
+    corrected = stored_correction.load(MODEL).apply(raw, [stored_language(d) for d in docs])[0].astype(np.float64)
+    ids = [d["_id"] for d in docs]
+    scores = corrected @ corrected.T
+    out = {}
+    for a in range(len(ids)):
+        ranked = sorted(((float(scores[a, b]), ids[b]) for b in range(len(ids)) if b != a), key=lambda p: (-p[0], p[1]))
+        out[ids[a]] = [j for s, j in ranked if s >= min_score][:TOP_N]
+    return out
+
+
+def stored() -> dict:
+    return {d["_id"]: [s["jobId"] for s in d.get("similarJobs", [])] for d in Job._get_collection().find({}, {"similarJobs": 1})}
+
+
+def assert_exact(expected: dict, actual: dict) -> None:
+    assert actual.keys() >= expected.keys()
+    for job_id, ids in expected.items():
+        assert actual[job_id] == ids, f"list of {job_id}"
+
+
+def make_lists(**kw):
+    return SimilarLists(DIM, TOP_N, 0.0, MODEL, block_size=13, **kw)
+
+
+def test_first_fit_is_stored_adopted_and_every_worker_computes_the_same_lists(app, caplog):
+    vectors, languages, topics = bilingual(np.random.default_rng(4))
+    ids = insert(vectors, languages, field="embedding.language")
+    a, b = make_lists(), make_lists()
+    a.load(), b.load()
+    assert a.refit_due() and not a.correction.active
+    with caplog.at_level(logging.INFO, logger="jobflow.similarity"):
+        moved = a.refit()
+    assert moved is not None and moved > REFIT_MOVEMENT
+    assert "language correction version 1 fitted on 64 jobs (en 32, sq 32, * 64)" in caplog.text
+    assert a.write_all() == 64
+    head = stored_correction.header(MODEL)
+    assert head["version"] == head["listsVersion"] == 1
+    assert_exact(brute_force(0.0), stored())
+    langs = dict(zip(ids, languages))
+    crossing = np.mean([langs[o] != langs[j] for j, entries in stored().items() for o in entries[:1]])
+    assert crossing >= 0.4                          # a job's best match is often the same topic in the other language
+    b.sync()                                        # another worker adopts the same version from the database
+    assert b.correction.version == 1 and b.lists == a.lists
+
+
+def test_a_small_change_keeps_the_correction_a_large_one_recomputes_every_list(app, caplog):
+    rng = np.random.default_rng(5)
+    drawn, drawn_langs, _ = bilingual(rng, per_topic=7)
+    held = np.arange(len(drawn)) % 7 == 6                            # one job per topic and language held back
+    vectors, languages = drawn[~held], [lang for lang, h in zip(drawn_langs, held) if not h]
+    insert(vectors, languages)
+    lists = make_lists()
+    lists.load()
+    assert lists.refit() is not None
+    lists.write_all()
+    # A few more jobs of the same kind: fitted again, moved by less than REFIT_MOVEMENT: version 1 stays.
+    more, more_langs = drawn[held][:6], [lang for lang, h in zip(drawn_langs, held) if h][:6]
+    new_ids = insert(more, more_langs)
+    lists.sync()
+    with caplog.at_level(logging.INFO, logger="jobflow.similarity"):
+        assert lists.refit(force=True) is None
+    assert "kept version 1" in caplog.text and stored_correction.header(MODEL)["version"] == 1
+    assert_exact(brute_force(0.0), stored())        # the new jobs entered every list they belong in
+    # Many jobs of a third language: a new version, every list recomputed under the lease, with progress.
+    third = rng.standard_normal((40, DIM)) + rng.standard_normal(DIM) * 3
+    insert(third / np.linalg.norm(third, axis=1, keepdims=True), ["de"] * 40)
+    lists.sync()
+    assert lists.refit_due()
+    worker = Worker({**app.config, "SIMILARITY_MIN_SCORE": 0.0, "SIMILARITY_TOP_N": TOP_N},
+                    provider=type("P", (), {"dimensions": DIM, "model": MODEL, "max_concurrent": 1,
+                                            "max_batch_inputs": 8, "name": "test",
+                                            "describe": lambda self: "test"})(), worker_id="w-refit")
+    worker.lists = lists
+    recompute.is_due(app.config)                    # starts the interval's clock: only the refit can run
+    with caplog.at_level(logging.INFO, logger="jobflow.worker"):
+        written = worker.recompute_if_due()
+    assert written == len(vectors) + 6 + 40
+    assert "(language correction changed)" in caplog.text and "100%" in caplog.text
+    head = stored_correction.header(MODEL)
+    assert head["version"] == head["listsVersion"] == 2 and head["counts"]["de"] == 40
+    assert recompute.state()["lastReason"] == "language correction changed" and "progress" not in recompute.state()
+    assert_exact(brute_force(0.0), stored())
+    assert new_ids[0] in lists.index
+
+
+def test_a_changed_language_field_moves_the_job_to_its_new_language(app):
+    vectors, languages, _ = bilingual(np.random.default_rng(6))
+    ids = insert(vectors, languages)
+    lists = make_lists()
+    lists.load()
+    lists.refit()
+    lists.write_all()
+    Job._get_collection().update_one({"_id": ids[0]}, {"$set": {"language": "Shqip", "updatedAt": utcnow()}})
+    lists.sync()
+    assert lists.languages[ids[0]] == "sq"
+    assert_exact(brute_force(0.0), stored())
+
+
+def test_switching_the_setting_off_asks_for_a_recompute_with_raw_vectors(app):
+    vectors, languages, _ = bilingual(np.random.default_rng(7))
+    insert(vectors, languages)
+    on = make_lists()
+    on.load()
+    on.refit()
+    on.write_all()
+    off = make_lists(language_balance=False)
+    off.load()
+    assert not off.correction.active and off.stored_lists_stale()
+    off.recompute_all()
+    assert stored_correction.header(MODEL)["listsVersion"] == 0 and not off.stored_lists_stale()
+    off.sync()                                      # a stored version is not adopted with the setting off
+    assert not off.correction.active
+
+
+# ----- the worker with the OpenAI provider ---------------------------------------------------------------------
+ROLES = [("Python developer", "Zhvillues Python", "python django postgresql"),
+         ("Nurse", "Infermier", "hospital patients wards"),
+         ("Accountant", "Kontabilist", "invoices ledger vat"),
+         ("Truck driver", "Shofer kamioni", "truck licence routes"),
+         ("Chef", "Kuzhinier", "kitchen menu restaurant"),
+         ("Electrician", "Elektricist", "wiring circuits voltage"),
+         ("Teacher", "Mësues", "classroom pupils curriculum"),
+         ("Sales agent", "Agjent shitjesh", "sales clients targets")]
+EN = ("We are looking for a {role} to join our growing team in the city. You will work with {words} every day, "
+      "help your colleagues and report to the team lead. We offer a good salary and training.")
+SQ = ("Kërkojmë një {role} për t'u bashkuar me ekipin tonë në rritje në qytet. Do të punoni me {words} çdo ditë, "
+      "do të ndihmoni kolegët dhe do t'i raportoni drejtuesit të ekipit. Ofrojmë pagë të mirë dhe trajnime.")
+
+
+def bilingual_postings() -> list[dict]:
+    jobs = []
+    for variant in range(3):
+        for en, sq, words in ROLES:
+            jobs.append({"title": f"{en} ({words.split()[0]})", "company": f"Company {variant}",
+                         "description": EN.format(role=en.lower(), words=words)})
+            jobs.append({"title": f"{sq} ({words.split()[0]})", "company": f"Kompania {variant}",
+                         "description": SQ.format(role=sq.lower(), words=words)})
+    return jobs
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_openai_worker_lists_cross_languages_only_when_balanced(make_app, server, balance):
+    app = make_app(EMBEDDING_PROVIDER="openai", OPENAI_API_KEY=KEY, OPENAI_BASE_URL=server.base_url,
+                   SIMILARITY_LANGUAGE_BALANCE=balance, SIMILARITY_TOP_N=3)
+    with app.app_context():
+        now = utcnow()
+        postings = bilingual_postings()
+        ids = Job._get_collection().insert_many([{"status": "active", "createdAt": now, "updatedAt": now, **j}
+                                                 for j in postings]).inserted_ids
+        queue.enqueue_many(ids, priority=queue.PRIORITY_LIVE)
+        worker = Worker.from_app(app)
+        worker.start(scheduler=False)
+        while worker.process_queue():
+            pass
+        recompute.is_due(app.config)
+        worker.recompute_if_due()                   # the first fit, as the scheduled check does it
+        docs = {d["_id"]: d for d in Job._get_collection().find({})}
+        assert {d["embedding"]["language"] for d in docs.values()} == {"en", "sq"}
+        role = {i: n // 2 % len(ROLES) for n, i in enumerate(ids)}
+        lang = {i: docs[i]["embedding"]["language"] for i in ids}
+        listed = {i: [s["jobId"] for s in docs[i]["similarJobs"]] for i in ids}
+        # Each role has two near-copies in its own language and three postings in the other.
+        crossing = np.mean([any(lang[o] != lang[i] and role[o] == role[i] for o in listed[i]) for i in ids])
+        same_role = np.mean([role[o] == role[i] for i in ids for o in listed[i]])
+        head = stored_correction.header(worker.provider.model)
+        if balance:
+            assert head["version"] == head["listsVersion"] == 1 and set(head["counts"]) == {"en", "sq", "*"}
+            assert crossing == 1.0 and same_role == 1.0     # every list holds the role in the other language
+        else:
+            assert head == {} and crossing == 0.0             # raw: language first, the other one never listed
