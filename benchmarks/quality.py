@@ -233,7 +233,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     from jobflow.embeddings.local import LocalProvider
     provider = LocalProvider()
-    print(f"provider local ({provider.model}), default minimum score {provider.default_min_score}\n")
+    print(f"provider local ({provider.model}), default minimum score {provider.balanced_min_score} (language-balanced), "
+          f"{provider.default_min_score} (raw)\n")
     print("## Demo postings")
     for key, value in demo_quality(provider).items():
         print(f"| {key} | {value} |")

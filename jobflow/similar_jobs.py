@@ -3,19 +3,23 @@
 The list is served as stored (jobs fetched in one query, closed ones left
 out). A job without a list yet, or whose text changed since its list was
 computed, gets active jobs of the same category, then the same location,
-newest first, marked ``cached: false``.
+newest first, marked ``cached: false``. Each entry names the job's language
+(its ``language`` field, else the one detected when it was embedded); a
+``language`` filter keeps the entries in that language.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from . import rollback
+from .embeddings.language import UNKNOWN, normalise
 from .job_store import get_job, job_json
 from .models import Job
 from .timeutil import iso
 
 LIST_FIELDS = ("title", "company", "location", "category", "status", "employmentType", "salaryRange",
-               "language", "createdAt", "updatedAt")
+               "language", "embedding.language", "createdAt", "updatedAt")
+FALLBACK_POOL = 100    # newest candidates read per field when the fallback is filtered by language
 
 
 def _summaries(query: dict, limit: int | None = None, order=None) -> list[Job]:
@@ -27,24 +31,38 @@ def _summaries(query: dict, limit: int | None = None, order=None) -> list[Job]:
     return list(found)
 
 
-def similar_jobs(job_id: str, limit: int, active_only: bool = False) -> dict[str, Any]:
-    """The seed's response: {similarJobs: [{job, score}], count, cached, computedAt}; JobNotFound as get_job."""
+def language_of(job: Job) -> str:
+    """The language a job counts as: its ``language`` field, else the one detected when embedded, else ``und``."""
+    detected = job.embedding.language if job.embedding is not None else None
+    return normalise(job.language) or detected or UNKNOWN
+
+
+def _entry(job: Job, score) -> dict[str, Any]:
+    return {"job": job_json(job, detail=False), "score": score, "language": language_of(job)}
+
+
+def similar_jobs(job_id: str, limit: int, active_only: bool = False, language: str | None = None) -> dict[str, Any]:
+    """The seed's response: {similarJobs: [{job, score, language}], count, cached, computedAt}; JobNotFound as
+    get_job. ``language``: only jobs in that language (a normalised code)."""
     job = get_job(job_id, active_only=active_only)
     entries = [] if rollback.level() else (job.similarJobs or [])
     computed = (job.similarityMetadata or {}).get("computedAt")
+    wanted_language = (lambda j: language_of(j) == language) if language else (lambda j: True)
     if entries and computed:
         wanted = [e.jobId for e in entries]
-        found = {j.id: j for j in _summaries({"_id": {"$in": wanted}, "status": "active"})}
-        items = [{"job": job_json(found[e.jobId], detail=False), "score": round(e.score, 4)}
-                 for e in entries if e.jobId in found][:limit]
-        if items:
+        found = {j.id: j for j in _summaries({"_id": {"$in": wanted}, "status": "active"}) if wanted_language(j)}
+        items = [_entry(found[e.jobId], round(e.score, 4)) for e in entries if e.jobId in found][:limit]
+        if items or language:
             return {"similarJobs": items, "count": len(items), "cached": True, "computedAt": iso(computed)}
-    items = [{"job": job_json(j, detail=False), "score": None} for j in fallback_jobs(job, limit)]
+    items = [_entry(j, None) for j in fallback_jobs(job, limit, wanted_language if language else None)]
     return {"similarJobs": items, "count": len(items), "cached": False, "computedAt": None}
 
 
-def fallback_jobs(job: Job, limit: int) -> list[Job]:
-    """Active jobs of the same category, then of the same location, newest first; never the job itself."""
+def fallback_jobs(job: Job, limit: int, keep=None) -> list[Job]:
+    """Active jobs of the same category, then of the same location, newest first; never the job itself.
+
+    ``keep``: a test each job must pass (the language filter); the newest FALLBACK_POOL of each field are read.
+    """
     chosen: list[Job] = []
     seen = {job.id}
     for field in ("category", "location"):
@@ -52,7 +70,10 @@ def fallback_jobs(job: Job, limit: int) -> list[Job]:
         if not value or len(chosen) >= limit:
             continue
         query = {field: value, "status": "active", "_id": {"$nin": list(seen)}}
-        for other in _summaries(query, limit - len(chosen), order=("-createdAt",)):
-            chosen.append(other)
+        for other in _summaries(query, FALLBACK_POOL if keep else limit - len(chosen), order=("-createdAt",)):
+            if len(chosen) >= limit:
+                break
+            if keep is None or keep(other):
+                chosen.append(other)
             seen.add(other.id)
     return chosen

@@ -9,6 +9,7 @@ import pytest
 from bson import ObjectId
 
 from jobflow import queue
+from jobflow.embeddings import provider_model
 from jobflow.embeddings.language import detect, job_language, normalise
 from jobflow.importer import DEMO_DIR
 from jobflow.models import CorrectionHeader, Job
@@ -121,13 +122,13 @@ def test_stored_correction_reads_back_identical_and_replaces_the_old_version(app
 
 
 # ----- lists ---------------------------------------------------------------------------------------------------
-def insert(vectors, languages, field="language"):
+def insert(vectors, languages, field="language", model=MODEL):
     """Active jobs with completed embeddings; the language in the job's field or as detected when embedded."""
     ids = [ObjectId() for _ in vectors]
     docs = []
     for i, (_id, vector, lang) in enumerate(zip(ids, vectors, languages)):
         doc = {"_id": _id, "title": f"Job {i}", "status": "active", "createdAt": utcnow(), "updatedAt": utcnow(),
-               "embedding": {"status": "completed", "model": MODEL, "vector": vector_to_bson(vector),
+               "embedding": {"status": "completed", "model": model, "vector": vector_to_bson(vector),
                              "textHash": f"h{_id}", "dimensions": DIM}}
         if field == "language":
             doc["language"] = lang
@@ -164,8 +165,8 @@ def assert_exact(expected: dict, actual: dict) -> None:
         assert actual[job_id] == ids, f"list of {job_id}"
 
 
-def make_lists(**kw):
-    return SimilarLists(DIM, TOP_N, 0.0, MODEL, block_size=13, **kw)
+def make_lists(model=MODEL, **kw):
+    return SimilarLists(DIM, TOP_N, 0.0, model, block_size=13, **kw)
 
 
 def test_first_fit_is_stored_adopted_and_every_worker_computes_the_same_lists(app, caplog):
@@ -314,3 +315,34 @@ def test_openai_worker_lists_cross_languages_only_when_balanced(make_app, server
             assert crossing == 1.0 and same_role == 1.0     # every list holds the role in the other language
         else:
             assert head == {} and crossing == 0.0             # raw: language first, the other one never listed
+
+
+# ----- what callers and admins see -------------------------------------------------------------------------------
+def test_similar_endpoint_names_languages_and_filters_by_one(app, client, admin):
+    vectors, languages, _ = bilingual(np.random.default_rng(8))
+    model = provider_model(app.config)           # the settings page speaks of the model in use
+    ids = insert(vectors, languages, field="embedding.language", model=model)
+    Job._get_collection().update_one({"_id": ids[1]}, {"$set": {"language": "English"}})   # the field wins
+    lists = make_lists(model)
+    lists.load()
+    lists.refit()
+    lists.write_all()
+    job = ids[0]
+    body = client.get(f"/api/jobs/{job}/similar").get_json()
+    assert body["cached"] and body["count"] == TOP_N
+    assert {e["language"] for e in body["similarJobs"]} == {"en", "sq"}
+    only = client.get(f"/api/jobs/{job}/similar?language=sq").get_json()
+    expected = [e["job"]["id"] for e in body["similarJobs"] if e["language"] == "sq"]
+    assert [e["job"]["id"] for e in only["similarJobs"]] == expected and only["count"] == len(expected)
+    assert client.get(f"/api/jobs/{job}/similar?language=SQ-al").get_json() == only
+    assert client.get(f"/api/jobs/{job}/similar?language=de").get_json()["count"] == 0
+    bad = client.get(f"/api/jobs/{job}/similar?language=<b>")
+    assert bad.status_code == 400
+    assert bad.get_json()["error"]["fields"] == {"language": "expected a language code such as en or sq"}
+    # The admin's job page shows each neighbour's language, and whether it was detected.
+    page = admin.get(f"/admin/embeddings/jobs/{job}").get_data(as_text=True)
+    assert page.count("<code>sq</code> <span class=\"muted\">detected</span>") >= 1
+    assert "<th>Language</th>" in page
+    settings_page = admin.get("/admin/embeddings/settings").get_data(as_text=True)
+    assert "on; version 1 fitted on 64 jobs (en 32, sq 32)" in settings_page
+    assert "every list computed with it" in settings_page

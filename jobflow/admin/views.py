@@ -15,7 +15,7 @@ from flask_wtf.csrf import CSRFError
 
 from ..auth import admin_required, viewer_required
 from ..config import masked
-from ..ops import actions, samples
+from ..ops import actions, recompute, samples
 from ..ops.actions import ActionRefused, Actor, Impact
 from ..ops.counts import queue_counts
 from ..ops.failures import failure_groups
@@ -189,6 +189,7 @@ def settings():
     from ..embeddings import min_score, provider_model
     derived = [("Embedding model in use", provider_model(_settings())),
                ("Minimum similarity score in use", f"{min_score(_settings()):.2f}"),
+               ("Language balance", recompute.correction_summary(_settings(), provider_model(_settings()))),
                ("Price per million tokens", fmt.money(samples.price_per_million(_settings()))),
                ("Database", "configured MONGODB_URI" if _settings().get("MONGODB_URI")
                 else "embedded SecantusDB under instance/")]

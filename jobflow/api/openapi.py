@@ -82,7 +82,10 @@ def spec() -> dict:
                 "get": {"summary": "The job's similar jobs (precomputed, or the category/location fallback)",
                         "parameters": [{"name": "limit", "in": "query",
                                         "schema": {"type": "integer", "minimum": 1},
-                                        "description": "up to SIMILARITY_TOP_N"}],
+                                        "description": "up to SIMILARITY_TOP_N"},
+                                       {"name": "language", "in": "query", "schema": {"type": "string"},
+                                        "description": "only jobs in this language (en, sq, en-GB, English...), "
+                                                       "taken from the same list, so fewer may come back"}],
                         "responses": {"200": _ok("SimilarJobs"), "400": _ERROR, "404": _ERROR}},
             },
             "/api/health/embeddings": {
@@ -143,7 +146,9 @@ def spec() -> dict:
                                     "similarJobs": {"type": "array", "items": {
                                         "type": "object", "required": ["job", "score"], "properties": {
                                             "job": {"$ref": "#/components/schemas/JobSummary"},
-                                            "score": {"type": ["number", "null"]}}}},
+                                            "score": {"type": ["number", "null"]},
+                                            "language": {"type": "string", "description":
+                                                         "the job's language field, else detected; und: unknown"}}}},
                                     "count": {"type": "integer"}, "cached": {"type": "boolean"},
                                     "computedAt": {"type": ["string", "null"]}}},
                 "Health": {"type": "object", "required": ["status", "timestamp", "metrics"], "properties": {

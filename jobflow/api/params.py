@@ -17,3 +17,16 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
         raise APIError(400, "invalid_input", f"{name} must be between {low} and {high}.",
                        {name: f"expected {low} to {high}"})
     return value
+
+
+def language_arg(name: str = "language") -> str | None:
+    """A language code from the query string (``en``, ``sq``, ``en-GB``, ``English``), None when absent, or a 400."""
+    from ..embeddings.language import normalise
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    code = normalise(raw)
+    if code is None:
+        raise APIError(400, "invalid_input", f"{name} must be a language code such as en or sq.",
+                       {name: "expected a language code such as en or sq"})
+    return code

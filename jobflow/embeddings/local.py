@@ -20,7 +20,8 @@ class LocalProvider(EmbeddingProvider):
     max_batch_inputs = 32
     max_input_chars = 4_000   # the model reads 512 tokens; more text only costs time
     max_concurrent = 1        # the engine already uses every core for one batch
-    default_min_score = 0.88
+    default_min_score = 0.88           # raw cosine (SIMILARITY_LANGUAGE_BALANCE=false), README
+    balanced_min_score = 0.40          # language-balanced scores, README "Similarity quality"
 
     _lock = threading.Lock()
     _model = None

@@ -6,8 +6,10 @@ import re
 from pymongo.errors import ExecutionTimeout
 
 from ..embeddings import provider_model
+from ..embeddings.language import normalise as normalise_language
 from ..embeddings.text import job_text, text_hash
 from ..models import Job, QueueItem
+from ..similarity.lists import job_language
 from .queue_view import _title_prefix, parse_oid, with_titles
 
 JOB_LIST_FIELDS = {"title": 1, "company": 1, "status": 1, "createdAt": 1, "embedding.status": 1,
@@ -40,6 +42,14 @@ def search_jobs(q: str, limit: int = 20) -> list[dict]:
     return list(found.values())[:limit]
 
 
+def _language(doc: dict) -> dict:
+    """{language, languageDetected}: the language the similarity correction counts the job in, and whether it was
+    detected from the text (no ``language`` field) rather than given; None before the job is embedded."""
+    if not normalise_language(doc.get("language")) and not (doc.get("embedding") or {}).get("language"):
+        return {"language": None, "languageDetected": False}
+    return {"language": job_language(doc), "languageDetected": not normalise_language(doc.get("language"))}
+
+
 def job_detail(job_id: str, settings: dict) -> dict | None:
     """A job's embedding status, whether it is current, its similar jobs with titles, and its queue items."""
     oid = parse_oid(job_id)
@@ -49,8 +59,9 @@ def job_detail(job_id: str, settings: dict) -> dict | None:
     embedding = job.get("embedding") or {}
     model = provider_model(settings)
     similar = job.get("similarJobs") or []
-    titles = {d["_id"]: d for d in Job._get_collection().find({"_id": {"$in": [s.get("jobId") for s in similar]}},
-                                                {"title": 1, "company": 1, "status": 1})} if similar else {}
+    titles = {d["_id"]: d for d in Job._get_collection().find(
+        {"_id": {"$in": [s.get("jobId") for s in similar]}},
+        {"title": 1, "company": 1, "status": 1, "language": 1, "embedding.language": 1})} if similar else {}
     items = with_titles(list(QueueItem._get_collection().find({"jobId": oid}).sort("_id", -1).limit(10)))
     return {
         "job": job,
@@ -58,8 +69,10 @@ def job_detail(job_id: str, settings: dict) -> dict | None:
         "current": embedding.get("status") == "completed" and embedding.get("model") == model,
         "textChanged": bool(embedding.get("textHash")) and embedding.get("textHash") != text_hash(job_text(job)),
         "model": model,
+        "jobLanguage": _language(job),
         "similar": [{"jobId": s.get("jobId"), "score": s.get("score"),
                      "title": (titles.get(s.get("jobId")) or {}).get("title"),
-                     "company": (titles.get(s.get("jobId")) or {}).get("company")} for s in similar],
+                     "company": (titles.get(s.get("jobId")) or {}).get("company"),
+                     **(_language(titles[s["jobId"]]) if s.get("jobId") in titles else {})} for s in similar],
         "queueItems": items,
     }

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from ..models import Lease
-from ..timeutil import ms, utcnow
+from ..similarity import stored_correction
+from ..timeutil import iso, ms, utcnow
 
 log = logging.getLogger("jobflow.worker")
 
@@ -93,3 +94,20 @@ def _progress_reporter(reason: str) -> Callable[[int, int], None]:
             log.info("recomputing similar-jobs lists (%s): %d of %d (%d%%)", reason, done, total,
                      done * 100 // max(total, 1))
     return report
+
+
+def correction_summary(settings: dict, model: str) -> str:
+    """One line on the language correction in force for ``model``, for the settings page."""
+    if not settings.get("SIMILARITY_LANGUAGE_BALANCE", True):
+        return "off (SIMILARITY_LANGUAGE_BALANCE=false): raw cosine scores"
+    head = stored_correction.header(model)
+    if not head.get("version"):
+        return "on; not fitted yet (needs 20 embedded jobs of one language; the next check within a minute fits it)"
+    counts = ", ".join(f"{lang} {n:,}" for lang, n in sorted((head.get("counts") or {}).items()) if lang != "*")
+    lists = "every list computed with it" if head.get("listsVersion") == head["version"] else \
+        "lists being recomputed with it"
+    progress = state().get("progress")
+    if progress:
+        lists += f" ({progress['done']:,} of {progress['total']:,})"
+    return (f"on; version {head['version']} fitted on {head.get('jobs', 0):,} jobs ({counts}) at "
+            f"{iso(head.get('fittedAt'))}; {lists}")
