@@ -155,6 +155,10 @@ class Worker(BatchProcessing):
                     self._unsettled = True
                     raise
                 done += len(items)
+        if done and self.lists is not None and self.lists.refit_due() and not self.stopping.is_set():
+            # A drain just ended: fit the language correction now rather than at the next minute's check, so
+            # an import's lists are balanced as soon as it is embedded (same lease, same rule).
+            self.recompute_if_due()
         return done
 
     def note_database_error(self) -> None:

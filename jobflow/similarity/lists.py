@@ -345,7 +345,8 @@ class SimilarLists:
         """Whether enough jobs came or went since the correction in force was fitted to try a new fit."""
         if not self.language_balance or self.index is None or not len(self.index):
             return False
-        return not self.correction.active or self._churn >= REFIT_CHURN * len(self.index)
+        # Before the first fit any new job may complete a language's MIN_JOBS; after it, a share of the jobs.
+        return self._churn >= (REFIT_CHURN * len(self.index) if self.correction.active else 1)
 
     def refit(self, force: bool = False) -> float | None:
         """Fit the correction to the jobs now indexed; adopt and store it when it moves vectors past
@@ -355,6 +356,8 @@ class SimilarLists:
         """
         if not self.language_balance or self.index is None or not (force or self.refit_due()):
             return None
+        with self.lock:
+            self._churn = 0         # jobs that come or go during the fit count towards the next one
         samples: dict[str, list[np.ndarray]] = defaultdict(list)
         jobs = 0
 
@@ -375,7 +378,6 @@ class SimilarLists:
         fitted = stored_correction.as_stored(fitted)
         moved = self.correction.movement(fitted, {k: np.vstack(v) for k, v in samples.items()})
         if self.correction.active and moved <= REFIT_MOVEMENT:
-            self._churn = 0
             log.info("language correction fitted on %d jobs moves vectors by %.3f (at most %.2f): kept version %d",
                      jobs, moved, REFIT_MOVEMENT, self.correction.version)
             return None

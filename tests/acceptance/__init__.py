@@ -37,4 +37,5 @@ embedded database is the point; the provider is the loopback OpenAI-compatible s
 | an unknown name in ``.env`` is warned with the likely setting; the product still starts | ``test_start_up.py::test_an_unknown_name_in_dotenv_is_named_with_the_likely_setting_and_the_product_starts`` |
 | a database that cannot be reached says so (one line, host and port, never the password) | ``test_start_up.py::test_an_unreachable_database_is_named_in_one_line_without_its_password`` |
 | ``migrate-embeddings``: ``DRY_RUN=true`` queues nothing and says so; without it, it queues; ``--yes`` | ``test_start_up.py::test_migration_dry_run_queues_nothing_and_the_real_run_queues_every_active_job`` |
+| lists cross languages by default (``SIMILARITY_LANGUAGE_BALANCE``): language detected, correction fitted when a drain ends and stored (``similaritycorrections``), every list recomputed; each entry names its language; ``?language=`` keeps one | ``test_languages.py::test_lists_cross_languages_by_default_and_a_caller_can_ask_for_one`` |
 """
