@@ -227,6 +227,10 @@ class Worker(BatchProcessing):
         def recompute(progress) -> int:
             lists.sync()
             return lists.refit_and_recompute(progress)
+        if lists.stored_lists_stale():
+            # The lists were written under another correction and their recompute did not finish (its worker
+            # stopped): ask again. A recompute running meanwhile ends after this request, so it is not repeated.
+            recompute_state.request()
         refit = (lambda: lists.refit() is not None) if lists.refit_due() else None
         return recompute_state.run_if_due(self.settings, self.worker_id, recompute, refit=refit, write=lists.write_all)
 

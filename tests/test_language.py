@@ -254,7 +254,7 @@ def test_switching_the_setting_off_asks_for_a_recompute_with_raw_vectors(app):
     off.load()
     assert not off.correction.active and off.stored_lists_stale()
     off.recompute_all()
-    assert stored_correction.header(MODEL)["listsVersion"] == 0 and not off.stored_lists_stale()
+    assert not stored_correction.header(MODEL).get("listsVersion") and not off.stored_lists_stale()
     off.sync()                                      # a stored version is not adopted with the setting off
     assert not off.correction.active
 
@@ -344,3 +344,23 @@ def test_similar_endpoint_names_languages_and_filters_by_one(app, client, admin)
     settings_page = admin.get("/admin/embeddings/settings").get_data(as_text=True)
     assert "on; version 1 fitted on 64 jobs (en 32, sq 32)" in settings_page
     assert "every list computed with it" in settings_page
+
+
+def test_lists_left_half_written_by_a_stopped_worker_are_recomputed_by_the_next_check(app, caplog):
+    vectors, languages, _ = bilingual(np.random.default_rng(9))
+    insert(vectors, languages)
+    stopped = make_lists()
+    stopped.load()
+    stopped.refit()                                 # version 1 stored; the worker stops before writing a list
+    assert not stored_correction.header(MODEL).get("listsVersion")
+    worker = Worker({**app.config, "SIMILARITY_MIN_SCORE": 0.0, "SIMILARITY_TOP_N": TOP_N},
+                    provider=type("P", (), {"dimensions": DIM, "model": MODEL, "max_concurrent": 1,
+                                            "max_batch_inputs": 8, "name": "test",
+                                            "describe": lambda self: "test"})(), worker_id="w-next")
+    worker.lists = make_lists()
+    worker.lists.load()
+    assert worker.lists.correction.version == 1 and worker.lists.stored_lists_stale()
+    recompute.is_due(app.config)                    # the interval's clock: only the request makes it due
+    assert worker.recompute_if_due() == len(vectors)
+    assert not worker.lists.stored_lists_stale()
+    assert_exact(brute_force(0.0), stored())

@@ -415,7 +415,8 @@ class SimilarLists:
     def stored_lists_stale(self) -> bool:
         """Whether the stored lists were last fully computed with another correction than the one in force."""
         head = stored_correction.header(self.model)
-        return bool(head) and int(head.get("listsVersion") or 0) != self.correction.version
+        in_force = int(head.get("version") or 0) if self.language_balance else 0
+        return bool(head) and int(head.get("listsVersion") or 0) != in_force
 
     def write_all(self, progress: Callable[[int, int], None] = lambda done, total: None) -> int:
         """Write every list as it is in memory, a block at a time; records the correction the lists were made with."""
