@@ -55,7 +55,7 @@ def balanced(vectors: np.ndarray, languages: list[str]) -> np.ndarray:
     from jobflow.similarity.correction import LanguageCorrection
     from jobflow.similarity.stored_correction import as_stored
     correction = as_stored(LanguageCorrection.fit([(vectors, languages)], version=1))
-    return correction.apply(vectors, languages)[0]
+    return correction.apply(vectors, languages)[0]   # (vectors, lengths, transform keys)
 
 
 def top_ids(corpus_ids: list, corpus: np.ndarray, queries: np.ndarray, k: int = 10, exclude=None) -> list[list]:

@@ -53,7 +53,9 @@ def _similarity(settings, state):
     if not related > unrelated:
         raise CheckFailed(f"two developer jobs scored {related:.3f}, below developer vs nurse {unrelated:.3f}")
     threshold = min_score(settings)
-    return f"developer vs developer {related:.3f}, developer vs nurse {unrelated:.3f} (minimum score {threshold})"
+    kind = "language-balanced scores" if settings.get("SIMILARITY_LANGUAGE_BALANCE", True) else "raw scores"
+    return (f"raw cosine: developer vs developer {related:.3f}, developer vs nurse {unrelated:.3f} "
+            f"(lists use a minimum of {threshold} on {kind})")
 
 
 def _queue(settings, state):

@@ -81,7 +81,7 @@ def test_correction_finds_the_same_topic_in_the_other_language():
     raw_nearest = nearest(vectors)
     assert (langs[raw_nearest] == langs).all()                       # raw: language first
     correction = LanguageCorrection.fit([(vectors, languages)], version=1)
-    corrected, lengths = correction.apply(vectors, languages)
+    corrected, lengths, keys = correction.apply(vectors, languages)
     best = nearest(corrected.astype(np.float64))
     assert (topics[best] == topics).mean() >= 0.95                   # corrected: the topic first
     scores = corrected @ corrected.T
@@ -90,7 +90,7 @@ def test_correction_finds_the_same_topic_in_the_other_language():
     unrelated = np.array([[scores[i, j] for j in range(len(langs)) if topics[j] != topics[i]]
                           for i in range(len(langs))])
     assert other.mean() > unrelated.mean() + 0.5                     # same topic across languages scores high
-    back = correction.invert(corrected, lengths, languages)
+    back = correction.invert(corrected, lengths, keys)
     np.testing.assert_allclose(back, vectors, atol=1e-5)             # the raw vectors can be had back
 
 
@@ -103,9 +103,19 @@ def test_one_language_is_only_moved_from_the_common_mean_and_few_jobs_are_not_co
     np.testing.assert_allclose(correction.apply(vectors, ["en"] * 60)[0],
                                centred / np.linalg.norm(centred, axis=1, keepdims=True), atol=1e-5)
     assert not LanguageCorrection.fit([(vectors[:MIN_JOBS - 1], ["en"] * (MIN_JOBS - 1))], version=1).active
-    undetermined = correction.apply(vectors[:3], ["und"] * 3)[0]     # centred on the mean of every job
+    undetermined, _, keys = correction.apply(vectors[:3], ["und", "fr", "und"])   # read as the nearest language
+    assert keys.tolist() == ["en"] * 3
     np.testing.assert_allclose(undetermined, centred[:3] / np.linalg.norm(centred[:3], axis=1, keepdims=True),
                                atol=1e-5)
+
+
+def test_undetermined_jobs_are_corrected_as_the_language_they_read_as():
+    vectors, languages, topics = bilingual(np.random.default_rng(10))
+    correction = LanguageCorrection.fit([(vectors, languages)], version=1)
+    keys = correction.apply(vectors, ["und"] * len(vectors))[2]
+    assert keys.tolist() == languages                                # every bare vector named by its language
+    np.testing.assert_array_equal(correction.apply(vectors, ["und"] * len(vectors))[0],
+                                  correction.apply(vectors, languages)[0])
 
 
 def test_stored_correction_reads_back_identical_and_replaces_the_old_version(app):
@@ -363,4 +373,21 @@ def test_lists_left_half_written_by_a_stopped_worker_are_recomputed_by_the_next_
     recompute.is_due(app.config)                    # the interval's clock: only the request makes it due
     assert worker.recompute_if_due() == len(vectors)
     assert not worker.lists.stored_lists_stale()
+    assert_exact(brute_force(0.0), stored())
+
+
+def test_bare_titles_count_towards_the_language_they_read_as_and_lists_stay_exact(app):
+    vectors, languages, _ = bilingual(np.random.default_rng(11), per_topic=6)
+    told = [lang if n % 2 else "und" for n, lang in enumerate(languages)]     # half the jobs name no language
+    insert(vectors, told, field="embedding.language")
+    lists = make_lists()
+    lists.load()
+    lists.refit()
+    assert stored_correction.header(MODEL)["counts"] == {"en": 24, "sq": 24, "*": 96}
+    truth = {d["_id"]: languages[n] for n, d in enumerate(Job._get_collection().find({}, {"_id": 1}).sort("_id", 1))}
+    assert lists.keys == truth                      # each bare job is corrected as the language it reads as
+    counted = [lang for _, _, langs in lists.raw_blocks() for lang in langs]
+    assert counted.count("en") == counted.count("sq") == 48         # and the next fit counts it there
+    lists.refit(force=True)
+    lists.write_all()
     assert_exact(brute_force(0.0), stored())

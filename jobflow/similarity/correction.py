@@ -15,8 +15,9 @@ is kept: all of it favours one language, none of it costs single-language
 titles a little MAP. Covariances are shrunk towards a sphere by Ledoit-Wolf's
 intensity, never below ``MIN_SHRINKAGE``, so a language with few jobs is
 mostly only centred. With one language, or languages of the same shape, the
-map is centring alone. Undetermined languages, and languages with fewer than
-``MIN_JOBS`` jobs, are centred on the mean of every job (less ``g m``).
+map is centring alone. A job of an undetermined language, or of one with fewer
+than ``MIN_JOBS`` jobs, is corrected as the fitted language whose mean is
+nearest to its vector (``keys``).
 
 Chosen on ``melo_deu_mixed`` and the demo postings against centring alone,
 whitening each language, and removing principal directions (README,
@@ -141,45 +142,58 @@ class LanguageCorrection:
         """Jobs each language's statistics came from (``*`` = all)."""
         return {lang: t.count for lang, t in self.transforms.items()}
 
-    def _groups(self, languages) -> list[tuple[str, np.ndarray]]:
+    def keys(self, raw: np.ndarray, languages) -> np.ndarray:
+        """The transform each row is corrected with: its language's own, else the language whose mean is nearest.
+
+        A job whose language is undetermined (a bare title) or has too few jobs for statistics of its own
+        still reads as one of the fitted languages to the model (that is the trouble being corrected): the
+        nearest mean names it right for 98% of melo_deu_mixed's titles. None for every row while inactive.
+        """
         languages = np.asarray(list(languages), dtype=object)
-        return [(lang, np.flatnonzero(languages == lang)) for lang in set(languages.tolist())]
+        if not self.active:
+            return np.full(len(languages), None, dtype=object)
+        own = [lang for lang in self.transforms if lang != POOLED]
+        keys = languages.copy()
+        missing = np.array([lang not in own for lang in languages.tolist()], dtype=bool)
+        if missing.any():
+            means = np.vstack([self.transforms[lang].mean for lang in own])
+            # argmin |x - m|^2 = argmax x.m - |m|^2 / 2
+            nearest = np.argmax(raw[missing] @ means.T - 0.5 * (means ** 2).sum(axis=1), axis=1)
+            keys[missing] = np.asarray(own, dtype=object)[nearest]
+        return keys
 
-    def _own(self, language: str) -> LanguageTransform | None:
-        return self.transforms.get(language) if language != POOLED else None
+    @staticmethod
+    def _groups(keys: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        return [(key, np.flatnonzero(keys == key)) for key in set(keys.tolist()) if key is not None]
 
-    def apply(self, vectors, languages) -> tuple[np.ndarray, np.ndarray]:
-        """(unit corrected vectors as float32 (n, d), their lengths before normalising) for raw vectors."""
+    def apply(self, vectors, languages) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unit corrected vectors as float32 (n, d), their lengths before normalising, the transform keys) for
+        raw vectors and their jobs' languages."""
         raw = np.asarray(vectors, dtype=np.float64)
         if raw.ndim == 1:
             raw = raw[None, :]
         raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+        keys = self.keys(raw, languages)
         out = raw.copy()
         if self.active:
             pooled = self.transforms[POOLED]
-            for language, rows in self._groups(languages):
-                own = self._own(language)
-                if own is None:
-                    out[rows] = raw[rows] - (1 - KEEP_MEAN) * pooled.mean
-                else:
-                    out[rows] = pooled.shape.apply(own.shape.apply(raw[rows] - own.mean)) + KEEP_MEAN * pooled.mean
+            for key, rows in self._groups(keys):
+                own = self.transforms[key]
+                out[rows] = pooled.shape.apply(own.shape.apply(raw[rows] - own.mean)) + KEEP_MEAN * pooled.mean
         lengths = np.linalg.norm(out, axis=1)
         lengths[lengths == 0] = 1.0
-        return (out / lengths[:, None]).astype(np.float32), lengths
+        return (out / lengths[:, None]).astype(np.float32), lengths, keys
 
-    def invert(self, units, lengths, languages) -> np.ndarray:
+    def invert(self, units, lengths, keys) -> np.ndarray:
         """The unit raw vectors back from what ``apply`` returned (to fit again without the database)."""
         mapped = np.asarray(units, dtype=np.float64) * np.asarray(lengths, dtype=np.float64)[:, None]
         out = mapped.copy()
         if self.active:
             pooled = self.transforms[POOLED]
-            for language, rows in self._groups(languages):
-                own = self._own(language)
-                if own is None:
-                    out[rows] = mapped[rows] + (1 - KEEP_MEAN) * pooled.mean
-                else:
-                    out[rows] = own.shape.inverse().apply(pooled.shape.inverse().apply(
-                        mapped[rows] - KEEP_MEAN * pooled.mean)) + own.mean
+            for key, rows in self._groups(np.asarray(list(keys), dtype=object)):
+                own = self.transforms[key]
+                out[rows] = own.shape.inverse().apply(pooled.shape.inverse().apply(
+                    mapped[rows] - KEEP_MEAN * pooled.mean)) + own.mean
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     @classmethod
@@ -231,7 +245,7 @@ class LanguageCorrection:
             if not len(raw):
                 continue
             languages = [language] * len(raw)
-            mine, _ = self.apply(raw, languages)
-            theirs, _ = other.apply(raw, languages)
+            mine = self.apply(raw, languages)[0]
+            theirs = other.apply(raw, languages)[0]
             worst = max(worst, float(np.linalg.norm(mine - theirs, axis=1).mean()))
         return round(worst, 4)

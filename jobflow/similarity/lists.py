@@ -63,7 +63,8 @@ class SimilarLists:
         # before normalising are kept, so the raw vectors can be had back to fit the correction again.
         self.language_balance = language_balance
         self.correction = LanguageCorrection()
-        self.languages: dict[ObjectId, str] = {}
+        self.languages: dict[ObjectId, str] = {}       # the job's language (field or detected; may be "und")
+        self.keys: dict[ObjectId, str | None] = {}      # the transform it is corrected with (LanguageCorrection.keys)
         self.lengths: dict[ObjectId, float] = {}
         self._churn = 0                 # jobs added or removed since the correction in force was fitted
 
@@ -88,7 +89,10 @@ class SimilarLists:
         ids, vectors, languages, count = [], [], [], 0
         with self.lock:
             if self.language_balance:
-                self.correction = stored_correction.load(self.model)
+                try:
+                    self.correction = stored_correction.load(self.model)
+                except LookupError:     # caught while a new version is written: the first sync adopts it
+                    self.correction = LanguageCorrection()
             stored_lists = {}
             cursor = self._coll().find(self._query(), {**VECTOR_FIELDS, "similarJobs": 1}, batch_size=LOAD_CHUNK)
             for doc in cursor:
@@ -118,12 +122,13 @@ class SimilarLists:
     def _upsert(self, ids: list, vectors, languages: list[str]) -> None:
         """Raw vectors into the index, corrected for their languages (caller holds the lock)."""
         self._ensure_index(len(vectors[0]))
-        corrected, lengths = self.correction.apply(np.vstack(vectors), languages)
+        corrected, lengths, keys = self.correction.apply(np.vstack(vectors), languages)
         self._churn += sum(1 for i in ids if i not in self.index)
         self.index.upsert(ids, corrected)
-        for job_id, language, length in zip(ids, languages, lengths.tolist()):
+        for job_id, language, length, key in zip(ids, languages, lengths.tolist(), keys.tolist()):
             self.languages[job_id] = language
             self.lengths[job_id] = length
+            self.keys[job_id] = key
 
     # ----- list bookkeeping -----------------------------------------------------------------------
     def _set_list(self, job_id: ObjectId, entries: list[tuple[ObjectId, float]]) -> None:
@@ -140,6 +145,7 @@ class SimilarLists:
         self.hashes.pop(job_id, None)
         self.languages.pop(job_id, None)
         self.lengths.pop(job_id, None)
+        self.keys.pop(job_id, None)
         holders = set(self.reverse.pop(job_id, set()))
         return holders
 
@@ -327,7 +333,11 @@ class SimilarLists:
 
     # ----- language correction ------------------------------------------------------------------------
     def raw_blocks(self, block: int = LOAD_CHUNK):
-        """(ids, raw unit vectors, languages) of the whole index, a block at a time, back from corrected ones."""
+        """(ids, raw unit vectors, languages) of the whole index, a block at a time, back from corrected ones.
+
+        The languages are what a fit counts each job as: its own, or for an undetermined one the language it
+        is corrected as (the nearest mean), so that bare titles count towards their language's statistics.
+        """
         if self.index is None:
             return
         for start in range(0, len(self.index), block):
@@ -337,9 +347,11 @@ class SimilarLists:
                     return
                 units = self.index.vectors(ids)
                 languages = [self.languages.get(i, UNDETERMINED) for i in ids]
+                keys = [self.keys.get(i) for i in ids]
                 lengths = [self.lengths.get(i, 1.0) for i in ids]
                 correction = self.correction
-            yield ids, correction.invert(units, lengths, languages), languages
+            counted = [key if lang == UNDETERMINED and key else lang for lang, key in zip(languages, keys)]
+            yield ids, correction.invert(units, lengths, keys), counted
 
     def refit_due(self) -> bool:
         """Whether enough jobs came or went since the correction in force was fitted to try a new fit."""
@@ -393,10 +405,11 @@ class SimilarLists:
             if self.index is not None and len(self.index):
                 # Block by block: rows not reached yet are still corrected by the old version, which raw_blocks
                 # inverts (the lock is held throughout, so nothing else changes the index meanwhile).
-                for ids, raw, languages in self.raw_blocks():
-                    corrected, lengths = correction.apply(raw, languages)
+                for ids, raw, _ in self.raw_blocks():
+                    corrected, lengths, keys = correction.apply(raw, [self.languages[i] for i in ids])
                     self.index.upsert(ids, corrected)
                     self.lengths.update(zip(ids, lengths.tolist()))
+                    self.keys.update(zip(ids, keys.tolist()))
             self.correction = correction
             self._churn = 0
             if self.index is not None:
