@@ -51,11 +51,14 @@ def _embed_jobs(provider, jobs: list[dict], batch: int = 16) -> np.ndarray:
 
 
 def balanced(vectors: np.ndarray, languages: list[str]) -> np.ndarray:
-    """Unit vectors corrected as a worker corrects them: the correction fitted on all of them, then applied."""
-    from jobflow.similarity.correction import LanguageCorrection
-    from jobflow.similarity.stored_correction import as_stored
-    correction = as_stored(LanguageCorrection.fit([(vectors, languages)], version=1))
-    return correction.apply(vectors, languages)[0]   # (vectors, lengths, transform keys)
+    """Unit vectors corrected as the worker corrects them once every job is embedded: the first fit, then the
+    refit that counts each undetermined job where it reads (kept only past the same movement threshold)."""
+    from jobflow.similarity.correction import LanguageCorrection, counted_languages
+    from jobflow.similarity.lists import REFIT_MOVEMENT
+    correction, _, _ = LanguageCorrection().refit([(vectors, languages)], 1, REFIT_MOVEMENT)
+    keys = correction.apply(vectors, languages)[2]
+    refitted, _, adopt = correction.refit([(vectors, counted_languages(languages, keys))], 2, REFIT_MOVEMENT)
+    return (refitted if adopt else correction).apply(vectors, languages)[0]
 
 
 def top_ids(corpus_ids: list, corpus: np.ndarray, queries: np.ndarray, k: int = 10, exclude=None) -> list[list]:

@@ -120,9 +120,9 @@ def test_undetermined_jobs_are_corrected_as_the_language_they_read_as():
 
 def test_stored_correction_reads_back_identical_and_replaces_the_old_version(app):
     vectors, languages, _ = bilingual(np.random.default_rng(3), per_topic=6)
-    first = stored_correction.as_stored(LanguageCorrection.fit([(vectors, languages)], version=1))
+    first = stored_correction.LanguageCorrection.fit([(vectors, languages)], version=1).rounded()
     stored_correction.save(MODEL, first, len(vectors), 1.0)
-    second = stored_correction.as_stored(LanguageCorrection.fit([(vectors[::2], languages[::2])], version=2))
+    second = LanguageCorrection.fit([(vectors[::2], languages[::2])], version=2).rounded()
     stored_correction.save(MODEL, second, len(vectors) // 2, 0.3)
     loaded = stored_correction.load(MODEL)
     assert loaded.version == 2 and loaded.counts() == second.counts()

@@ -41,6 +41,12 @@ LW_SAMPLE = 2000      # rows per language the shrinkage is estimated from
 KEEP_MEAN = 0.25      # share of the common mean kept (README: 0 to 0.5 measured on three data sets)
 
 
+def counted_languages(languages, keys) -> list[str]:
+    """What a fit counts each job as: its own language, or for an undetermined one the language it is
+    corrected as (``keys``), so that bare titles count towards their language's statistics."""
+    return [key if lang == UNDETERMINED and key else lang for lang, key in zip(languages, keys)]
+
+
 @dataclass
 class Spectral:
     """A symmetric positive map in eigen form: ``scales`` along the rows of ``basis``, ``rest`` elsewhere."""
@@ -138,6 +144,15 @@ class LanguageCorrection:
         """Whether anything is corrected (no fit yet, or the setting off: vectors are only normalised)."""
         return POOLED in self.transforms
 
+    def rounded(self) -> "LanguageCorrection":
+        """This correction rounded to what storing keeps (float32), so its writer computes what readers will."""
+        f32 = lambda array: np.asarray(array, dtype=np.float32).astype(np.float64)
+        for transform in self.transforms.values():
+            transform.mean = f32(transform.mean)
+            shape = transform.shape
+            transform.shape = Spectral(f32(shape.basis), f32(shape.scales), float(np.float32(shape.rest)))
+        return self
+
     def counts(self) -> dict[str, int]:
         """Jobs each language's statistics came from (``*`` = all)."""
         return {lang: t.count for lang, t in self.transforms.items()}
@@ -232,6 +247,30 @@ class LanguageCorrection:
         transforms[POOLED] = LanguageTransform(POOLED, everything.count, round(shrinkage, 4), everything.mean,
                                                Spectral.power(pooled_cov, shrinkage, 0.5))
         return cls(version, transforms)
+
+    def refit(self, blocks: Iterable[tuple[np.ndarray, Sequence[str]]], version: int,
+              threshold: float) -> tuple["LanguageCorrection", float, bool]:
+        """(new fit rounded as stored, how far it moves vectors from this one, whether it replaces this one):
+        fitted on (raw unit vectors, counted languages) blocks; adopted the first time or past ``threshold``."""
+        samples: dict[str, list[np.ndarray]] = {}
+
+        def sampled():
+            for raw, languages in blocks:
+                raw = np.asarray(raw, dtype=np.float64)
+                languages = list(languages)
+                for language in set(languages):
+                    have = sum(len(x) for x in samples.setdefault(language, []))
+                    if have < MOVEMENT_SAMPLE:
+                        rows = raw[[i for i, lang in enumerate(languages) if lang == language]]
+                        samples[language].append(rows[:MOVEMENT_SAMPLE - have])
+                yield raw, languages
+
+        fitted = LanguageCorrection.fit(sampled(), version)
+        if not fitted.active:
+            return fitted, 0.0, False
+        fitted = fitted.rounded()
+        moved = self.movement(fitted, {k: np.vstack(v) for k, v in samples.items()})
+        return fitted, moved, not self.active or moved > threshold
 
     def movement(self, other: "LanguageCorrection", samples: dict[str, np.ndarray]) -> float:
         """How far ``other`` moves corrected vectors from where this one puts them.

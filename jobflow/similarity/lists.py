@@ -23,7 +23,7 @@ from ..models import Job
 from ..models.fields import vector_from_bson
 from ..timeutil import utcnow
 from . import stored_correction
-from .correction import MOVEMENT_SAMPLE, UNDETERMINED, LanguageCorrection
+from .correction import UNDETERMINED, LanguageCorrection, counted_languages
 from .index import VectorIndex
 
 log = logging.getLogger("jobflow.similarity")
@@ -246,11 +246,7 @@ class SimilarLists:
 
     def sync(self) -> None:
         """Apply changes other processes made: embeddings, closes, text edits, deletions, refills."""
-        if self.language_balance and stored_correction.header(self.model).get("version", 0) != self.correction.version:
-            try:
-                self.adopt(stored_correction.load(self.model))
-            except LookupError:
-                pass        # caught between a new version's documents and its header: the next sync adopts it
+        self.follow_stored()
         since = (self.synced_at or utcnow()) - SYNC_MARGIN
         mark = utcnow()
         fields = {"status": 1, "embedding.status": 1, "embedding.model": 1, **VECTOR_FIELDS,
@@ -350,8 +346,19 @@ class SimilarLists:
                 keys = [self.keys.get(i) for i in ids]
                 lengths = [self.lengths.get(i, 1.0) for i in ids]
                 correction = self.correction
-            counted = [key if lang == UNDETERMINED and key else lang for lang, key in zip(languages, keys)]
-            yield ids, correction.invert(units, lengths, keys), counted
+            yield ids, correction.invert(units, lengths, keys), counted_languages(languages, keys)
+
+    def follow_stored(self) -> int:
+        """Adopt the version in force in the database when it is not this one's; the version in force."""
+        if not self.language_balance:
+            return self.correction.version
+        version = int(stored_correction.header(self.model).get("version") or 0)
+        if version != self.correction.version:
+            try:
+                self.adopt(stored_correction.load(self.model))
+            except LookupError:
+                pass        # caught between a new version's documents and its header: the next sync adopts it
+        return version
 
     def refit_due(self) -> bool:
         """Whether enough jobs came or went since the correction in force was fitted to try a new fit."""
@@ -368,28 +375,22 @@ class SimilarLists:
         """
         if not self.language_balance or self.index is None or not (force or self.refit_due()):
             return None
+        in_force = self.follow_stored()      # a fit is numbered after the newest version, never beside it
         with self.lock:
             self._churn = 0         # jobs that come or go during the fit count towards the next one
-        samples: dict[str, list[np.ndarray]] = defaultdict(list)
         jobs = 0
 
         def blocks():
             nonlocal jobs
             for _, raw, languages in self.raw_blocks():
                 jobs += len(raw)
-                for language in set(languages):
-                    have = sum(len(s) for s in samples[language])
-                    if have < MOVEMENT_SAMPLE:
-                        rows = raw[[i for i, lang in enumerate(languages) if lang == language]]
-                        samples[language].append(rows[:MOVEMENT_SAMPLE - have])
                 yield raw, languages
 
-        fitted = LanguageCorrection.fit(blocks(), version=self.correction.version + 1)
+        fitted, moved, adopt = self.correction.refit(blocks(), max(in_force, self.correction.version) + 1,
+                                                     REFIT_MOVEMENT)
         if not fitted.active:
             return None
-        fitted = stored_correction.as_stored(fitted)
-        moved = self.correction.movement(fitted, {k: np.vstack(v) for k, v in samples.items()})
-        if self.correction.active and moved <= REFIT_MOVEMENT:
+        if not adopt:
             log.info("language correction fitted on %d jobs moves vectors by %.3f (at most %.2f): kept version %d",
                      jobs, moved, REFIT_MOVEMENT, self.correction.version)
             return None

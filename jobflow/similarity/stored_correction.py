@@ -28,16 +28,6 @@ def _array(value, shape=None) -> np.ndarray:
     return array.reshape(shape) if shape else array
 
 
-def as_stored(correction: LanguageCorrection) -> LanguageCorrection:
-    """The correction rounded to what storing keeps (float32), so its writer computes what readers will."""
-    f32 = lambda array: np.asarray(array, dtype=np.float32).astype(np.float64)
-    for transform in correction.transforms.values():
-        transform.mean = f32(transform.mean)
-        shape = transform.shape
-        transform.shape = Spectral(f32(shape.basis), f32(shape.scales), float(np.float32(shape.rest)))
-    return correction
-
-
 def header(model: str) -> dict:
     """The model's header document ({} before the first fit)."""
     return _coll().find_one({"_id": model}) or {}
