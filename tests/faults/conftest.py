@@ -21,6 +21,8 @@ from jobflow.db import free_port, ping
 from jobflow.embeddings.text import embedded_texts
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_from_bson
+from jobflow.similarity import stored_correction
+from jobflow.similarity.lists import job_language
 from jobflow.timeutil import utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,13 +282,17 @@ def provider_duplicates(server: EmbeddingsServer, ids) -> tuple[int, int, dict]:
 # ----- similar-jobs lists --------------------------------------------------------------------------------------
 
 def list_problems(top_n: int = TOP_N, min_score: float = MIN_SCORE, tolerance: float = 1e-5) -> list[str]:
-    """Differences between every stored list and a brute-force top-N over the stored vectors (ties allowed)."""
+    """Differences between every stored list and a brute-force top-N over the stored vectors (ties allowed),
+    corrected by the language correction in force in the database, as the workers must have them."""
     docs = list(Job._get_collection().find({"status": "active", "embedding.status": "completed"},
-                                           {"embedding.vector": 1, "similarJobs": 1}))
+                                           {"embedding.vector": 1, "embedding.model": 1, "embedding.language": 1,
+                                            "language": 1, "similarJobs": 1}))
     ids = [d["_id"] for d in docs]
     if not ids:
         return []
-    matrix = np.vstack([vector_from_bson(d["embedding"]["vector"]) for d in docs]).astype(np.float64)
+    raw = np.vstack([vector_from_bson(d["embedding"]["vector"]) for d in docs])
+    correction = stored_correction.load(docs[0]["embedding"]["model"])
+    matrix = correction.apply(raw, [job_language(d) for d in docs])[0].astype(np.float64)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     scores = matrix @ matrix.T
     np.fill_diagonal(scores, -np.inf)
