@@ -78,7 +78,8 @@ def recompute_all_command():
     from .similarity.lists import SimilarLists
     settings = current_app.config
     lists = SimilarLists(None, settings["SIMILARITY_TOP_N"], min_score(settings), provider_model(settings),
-                         settings["EMBEDDING_BATCH_SIZE"], language_balance=settings["SIMILARITY_LANGUAGE_BALANCE"])
+                         settings["EMBEDDING_BATCH_SIZE"], language_balance=settings["SIMILARITY_LANGUAGE_BALANCE"],
+                         raw_min_score=min_score(settings, raw=True))
     click.echo(f"loading embeddings of model {lists.model}...")
     loaded = lists.load()
     if not loaded:

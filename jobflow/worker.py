@@ -93,7 +93,8 @@ class Worker(BatchProcessing):
                 self.scheduler = start_scheduler(self)
             return
         self.lists = SimilarLists(dimensions=self.provider.dimensions or None, top_n=self.settings["SIMILARITY_TOP_N"],
-                                  min_score=min_score(self.settings), model=self.provider.model,
+                                  min_score=min_score(self.settings), raw_min_score=min_score(self.settings, raw=True),
+                                  model=self.provider.model,
                                   block_size=self.settings["EMBEDDING_BATCH_SIZE"],
                                   language_balance=self.settings.get("SIMILARITY_LANGUAGE_BALANCE", True))
         self.lists.load()

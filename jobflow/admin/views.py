@@ -188,7 +188,9 @@ def settings():
         groups.setdefault(group, []).append((name, shown, help_text))
     from ..embeddings import min_score, provider_model
     derived = [("Embedding model in use", provider_model(_settings())),
-               ("Minimum similarity score in use", f"{min_score(_settings()):.2f}"),
+               ("Minimum similarity score in use", f"{min_score(_settings()):.2f}" + (
+                   f" on language-balanced scores ({min_score(_settings(), raw=True):.2f} on raw ones, before the "
+                   "first correction)" if _settings()["SIMILARITY_LANGUAGE_BALANCE"] else " on raw cosine scores")),
                ("Language balance", recompute.correction_summary(_settings(), provider_model(_settings()))),
                ("Price per million tokens", fmt.money(samples.price_per_million(_settings()))),
                ("Database", "configured MONGODB_URI" if _settings().get("MONGODB_URI")

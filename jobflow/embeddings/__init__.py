@@ -40,15 +40,17 @@ def provider_model(settings: dict) -> str:
     return settings["OPENAI_EMBEDDING_MODEL"]
 
 
-def min_score(settings: dict) -> float:
-    """SIMILARITY_MIN_SCORE, or the configured provider's calibrated default for raw or language-balanced scores."""
+def min_score(settings: dict, raw: bool = False) -> float:
+    """SIMILARITY_MIN_SCORE, or the configured provider's calibrated default for language-balanced scores (raw
+    ones when ``raw`` or SIMILARITY_LANGUAGE_BALANCE=false: a board's scores before its first correction)."""
     if settings.get("SIMILARITY_MIN_SCORE") is not None:
         return settings["SIMILARITY_MIN_SCORE"]
     if settings["EMBEDDING_PROVIDER"] == "local":
         from .local import LocalProvider as provider
     else:
         from .openai_provider import OpenAIProvider as provider
-    return provider.balanced_min_score if settings.get("SIMILARITY_LANGUAGE_BALANCE", True) else provider.default_min_score
+    balanced = settings.get("SIMILARITY_LANGUAGE_BALANCE", True) and not raw
+    return provider.balanced_min_score if balanced else provider.default_min_score
 
 
 __all__ = ["BadInput", "ConfigurationError", "EmbeddingBatch", "EmbeddingProvider", "InvalidVector",

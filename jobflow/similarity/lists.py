@@ -46,10 +46,12 @@ class SimilarLists:
     """The index of embedded active jobs and the lists derived from it."""
 
     def __init__(self, dimensions: int | None, top_n: int, min_score: float, model: str, block_size: int = 500,
-                 language_balance: bool = True):
+                 language_balance: bool = True, raw_min_score: float | None = None):
         self.dimensions = dimensions
         self.top_n = top_n
-        self.min_score = min_score
+        # The minimum score of corrected scores, and of raw ones (before the first fit, or balance off).
+        self.balanced_min_score = min_score
+        self.raw_min_score = min_score if raw_min_score is None else raw_min_score
         self.model = model
         self.block_size = block_size
         self.index: VectorIndex | None = VectorIndex(dimensions) if dimensions else None
@@ -70,6 +72,11 @@ class SimilarLists:
 
     def __len__(self) -> int:
         return len(self.index) if self.index is not None else 0
+
+    @property
+    def min_score(self) -> float:
+        """The minimum score of the scores in use: corrected once a correction is in force, raw before."""
+        return self.balanced_min_score if self.correction.active else self.raw_min_score
 
     def _coll(self):
         return Job._get_collection()
