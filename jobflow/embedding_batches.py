@@ -3,7 +3,9 @@
 ``BatchProcessing`` is the half of ``Worker`` (``worker.py``) that handles a
 batch; the worker supplies the provider, the similarity lists, the queue
 policy and its state. Order of writes per job: vector, then lists, then the
-queue item, so a crash at any point leaves work to redo, never a lie.
+queue item, so a crash at any point leaves work to redo, never a lie. Lists
+and completions are coalesced: written together at the next flush
+(``LIST_FLUSH_SECONDS``), not batch by batch.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ from .timeutil import utcnow
 log = logging.getLogger("jobflow.worker")
 
 CONFIG_ERROR_RETRY = timedelta(seconds=60)
+# Lists changed by a drain are written at most this long after the first change (and whenever the queue is
+# empty): a list shows a new job at most this plus one batch's duration after the job's vector is stored.
+LIST_FLUSH_SECONDS = 2.0
 
 
 class WorkEntry(NamedTuple):
@@ -81,8 +86,8 @@ class BatchProcessing:
 
     def _settle_current(self, items: list[dict]) -> None:
         if self.lists is not None:
-            self.lists.ensure_listed([i["jobId"] for i in items])
-        queue.complete([i["_id"] for i in items], self.worker_id, self.policy)
+            self.lists.ensure_listed([i["jobId"] for i in items], defer=True)
+        self.complete_after_flush([i["_id"] for i in items])
         self._count(processed=len(items))
 
     def _embed_all(self, work: list[WorkEntry], batch_id: str) -> None:
@@ -156,11 +161,29 @@ class BatchProcessing:
             Job._get_collection().bulk_write(ops, ordered=False)
             if self.lists is not None:
                 self.lists.on_embedded([entry.job["_id"] for entry, _, _ in good], [vector for _, vector, _ in good],
-                                       [entry.digest for entry, _, _ in good], [entry.language for entry, _, _ in good])
-            queue.complete([entry.item["_id"] for entry, _, _ in good], self.worker_id, self.policy)
+                                       [entry.digest for entry, _, _ in good], [entry.language for entry, _, _ in good],
+                                       defer=True)
+            self.complete_after_flush([entry.item["_id"] for entry, _, _ in good])
             self._count(processed=len(good), tokens=sum(t for *_, t in good))
         for entry, error in bad:
             self._fail([entry], f"invalid vector: {error}", retryable=True)
+
+    def complete_after_flush(self, item_ids: list) -> None:
+        """Complete these items once their lists are written (``flush_lists``): vector, lists, item, in order."""
+        self.unflushed.extend(item_ids)
+
+    def flush_lists(self) -> int:
+        """Write the lists changed since the last flush, then complete the items whose lists they are.
+
+        Lists of several batches are written once per flush (a list that changed five times is written once);
+        the worker flushes every LIST_FLUSH_SECONDS during a drain and whenever the queue is empty.
+        """
+        written = self.lists.flush() if self.lists is not None else 0
+        items, self.unflushed = self.unflushed, []
+        if items:
+            queue.complete(items, self.worker_id, self.policy)
+        self.last_flush = time.monotonic()
+        return written
 
     def _on_rate_limit(self, group, exc: RateLimited) -> None:
         delay = max(exc.retry_after, 0.5)   # _call has already stopped further calls for this long

@@ -17,7 +17,7 @@ import uuid
 import psutil
 
 from . import queue
-from .embedding_batches import BatchProcessing
+from .embedding_batches import LIST_FLUSH_SECONDS, BatchProcessing
 from .embeddings import EmbeddingProvider, get_provider, min_score
 from .models import Lease, WorkerStatus
 from .models.worker_status import live_query
@@ -69,6 +69,8 @@ class Worker(BatchProcessing):
         self._last_stats = (time.monotonic(), 0)
         self.scheduler = None
         self.lists = None              # SimilarLists, set by start()
+        self.unflushed: list = []      # items whose lists wait for the next flush (then completed)
+        self.last_flush = time.monotonic()
         self.debug = bool(settings.get("DEBUG_WORKER"))
         # EMBEDDING_WORKER_ENABLED=false: claim nothing, but keep the heartbeat, alert checks and samples.
         self.claiming = bool(settings.get("EMBEDDING_WORKER_ENABLED", True))
@@ -119,6 +121,11 @@ class Worker(BatchProcessing):
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         finished = self._busy.acquire(timeout=max(timeout, 0.01))
+        if finished:
+            try:
+                self.flush_lists()      # finished items are completed, not given back to be embedded again
+            except Exception as exc:
+                log.warning("could not write the last similar-jobs lists before stopping: %s", exc)
         released = queue.release_worker(self.worker_id, refund_attempt=True)
         # The schedule's leases it holds (alert checks, clean-up) go at once: another worker takes over at its next
         # run instead of a minute later. The recompute lease is released by the recompute itself when it ends.
@@ -148,14 +155,20 @@ class Worker(BatchProcessing):
                         self._settle_after_error()
                     items = queue.claim(self.worker_id, self.claim_size)
                     if not items:
+                        self.flush_lists()          # the queue is empty: nothing waits
                         break
                     self.process_batch(items)
+                    if time.monotonic() - self.last_flush >= LIST_FLUSH_SECONDS:
+                        self.flush_lists()
                 except Exception:
                     # Most likely the database went away mid-batch: what this worker still holds is settled
                     # at the next poll that reaches it (not after QUEUE_STUCK_TIMEOUT), see _settle_after_error.
                     self._unsettled = True
                     raise
                 done += len(items)
+        if self.unflushed or (self.lists is not None and self.lists.dirty):
+            with self._busy:                        # stopped or told to wait mid-drain: write what is done
+                self.flush_lists()
         if done and self.lists is not None and self.lists.refit_due() and not self.stopping.is_set():
             # A drain just ended: fit the language correction now rather than at the next minute's check, so
             # an import's lists are balanced as soon as it is embedded (same lease, same rule).
@@ -174,6 +187,7 @@ class Worker(BatchProcessing):
         attempt stays spent. Lists whose write was lost are written again from the index.
         """
         released = queue.release_worker(self.worker_id)
+        self.unflushed = []             # given back above: embedded again, or found current and listed
         repaired = self.lists.repair() if self.lists is not None else 0
         self._unsettled = False
         log.warning("recovered from an error: %d held items back to pending, %d similar-jobs lists re-written",

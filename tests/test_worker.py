@@ -172,3 +172,57 @@ def test_local_model_end_to_end(make_app):
     similar = Job._get_collection().find_one({"_id": nurse})["similarJobs"]
     assert similar and similar[0]["jobId"] == registered
     assert statuses()["completed"] == 3
+
+
+def test_lists_are_coalesced_and_written_within_the_flush_bound(openai_settings, server):
+    """A drain's lists are written once per flush, not per batch; seen from the database, a job's list appears
+    within LIST_FLUSH_SECONDS plus one batch's duration of its vector, and never after its item completes."""
+    import threading
+
+    from faults.conftest import list_problems
+
+    from jobflow.embedding_batches import LIST_FLUSH_SECONDS
+    server.latency = 0.25
+    settings = openai_settings(EMBEDDING_MAX_CONCURRENT=1, SIMILARITY_LANGUAGE_BALANCE=False,
+                               SIMILARITY_MIN_SCORE=0.0)
+    ids = add_jobs([{"title": f"{role} {i}", "description": f"{role} work, shift {i % 7}, team {i % 5}."}
+                    for i, role in enumerate(["Nurse", "Welder", "Baker", "Driver"] * 40)])
+    worker = Worker(settings)
+    worker.start(scheduler=False)
+    worker.claim_size = 10                              # 16 batches of about 0.3 s: a drain of several flushes
+    durations, listed, early, done = [], {}, [], threading.Event()
+    process_batch = worker.process_batch
+
+    def timed(items):
+        started = time.monotonic()
+        process_batch(items)
+        durations.append(time.monotonic() - started)
+
+    def watch():                                        # what a reader of the database sees, every 50 ms
+        jobs, items = Job._get_collection(), QueueItem._get_collection()
+        while not done.is_set():
+            finished = {d["jobId"] for d in items.find({"status": "completed"}, {"jobId": 1})}
+            now = utcnow()
+            with_list = {d["_id"] for d in jobs.find({"similarJobs.0": {"$exists": True}}, {"_id": 1})}
+            for job_id in with_list:
+                listed.setdefault(job_id, now)
+            early.extend(finished - with_list - set(listed))
+            time.sleep(0.05)
+    worker.process_batch = timed
+    write, writes = worker.lists._write, []
+    worker.lists._write = lambda job_ids: writes.append(len(list(job_ids))) or write(job_ids)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert worker.process_queue() == len(ids)
+    finally:
+        done.set()
+        watcher.join()
+    assert statuses()["completed"] == len(ids) and not worker.unflushed and not worker.lists.dirty
+    assert list_problems(top_n=settings["SIMILARITY_TOP_N"], min_score=0.0) == []   # exact, as brute force
+    assert early == []                                  # no item completed before its list was written
+    generated = {d["_id"]: d["embedding"]["generatedAt"] for d in Job._get_collection().find({}, {"embedding": 1})}
+    bound = LIST_FLUSH_SECONDS + max(durations) + 0.5   # half a second for the flush's writes and the polling
+    lags = [(listed[j] - generated[j]).total_seconds() for j in ids if j in listed]
+    assert len(lags) == len(ids) and max(lags) <= bound, (max(lags), bound)
+    assert len(durations) == 16 and 2 <= len([w for w in writes if w]) <= len(durations) // 2   # coalesced

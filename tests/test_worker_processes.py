@@ -95,6 +95,17 @@ def wait_until(condition, timeout: float, what: str, processes=(), every: float 
         time.sleep(every)
 
 
+def lists_wrong() -> list:
+    """list_problems with the minimum score the workers use: balanced once a correction is in force, else raw."""
+    from faults.conftest import list_problems
+
+    from jobflow.embeddings.openai_provider import OpenAIProvider
+    from jobflow.similarity import stored_correction
+    balanced = stored_correction.header("text-embedding-3-small").get("version")
+    return list_problems(top_n=10, min_score=OpenAIProvider.balanced_min_score if balanced
+                         else OpenAIProvider.default_min_score)
+
+
 def completed() -> int:
     return QueueItem._get_collection().count_documents({"status": "completed"})
 
@@ -132,7 +143,7 @@ def test_three_workers_embed_every_job_exactly_once(app, db_uri, tmp_path, worke
 
 
 def test_sigkill_mid_batch_loses_nothing(app, db_uri, tmp_path, workers):
-    ids = add_jobs(300)
+    ids = add_jobs(600)     # several claims: items complete at a flush, every 2 s of a drain
     with EmbeddingsServer(latency=1.0) as server:
         env = worker_env(db_uri, server, tmp_path, QUEUE_STUCK_TIMEOUT=3000)
         doomed = workers(env)
@@ -144,7 +155,10 @@ def test_sigkill_mid_batch_loses_nothing(app, db_uri, tmp_path, workers):
         held = QueueItem._get_collection().count_documents({"status": "processing", "lockedBy": dead_id})
         assert held > 0
         rescuer = workers(env)
-        wait_until(lambda: completed() == 300, 45, "the rescue", [rescuer])
+        wait_until(lambda: completed() == 600, 60, "the rescue", [rescuer])
+        # Vectors the dead worker stored but whose lists it had not flushed: their items were claimed again,
+        # found current, and their lists (and the lists they enter) computed again.
+        wait_until(lambda: not lists_wrong(), 30, "every list equal to a brute-force top 10", [rescuer])
         assert rescuer.stop() == 0
     assert_everything_embedded(ids)
     recovered = QueueItem._get_collection().count_documents({"attempts": 2})

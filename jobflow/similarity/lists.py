@@ -69,6 +69,7 @@ class SimilarLists:
         self.keys: dict[ObjectId, str | None] = {}      # the transform it is corrected with (LanguageCorrection.keys)
         self.lengths: dict[ObjectId, float] = {}
         self._churn = 0                 # jobs added or removed since the correction in force was fitted
+        self.dirty: set[ObjectId] = set()   # lists changed in memory, written at the next flush
 
     def __len__(self) -> int:
         return len(self.index) if self.index is not None else 0
@@ -162,14 +163,20 @@ class SimilarLists:
             return self.min_score
         return entries[-1][1]
 
-    def _recompute(self, ids: Iterable[ObjectId]) -> list[ObjectId]:
+    def _recompute(self, ids: Iterable[ObjectId], always: Iterable[ObjectId] | None = None) -> list[ObjectId]:
+        """Recompute the lists of ``ids``; the ids whose list changed (all of them unless ``always`` is given:
+        then the unchanged ones are left out, except those in ``always``)."""
         ids = [i for i in ids if self.index is not None and i in self.index]
         if not ids:
             return []
         results = self.index.top_k_for_ids(ids, self.top_n, self.min_score)
+        keep = None if always is None else set(always)
+        changed = []
         for job_id, entries in results.items():
+            if keep is None or job_id in keep or self.lists.get(job_id) != entries:
+                changed.append(job_id)
             self._set_list(job_id, entries)
-        return ids
+        return changed
 
     def _write(self, ids: Iterable[ObjectId]) -> int:
         ids = list(ids)
@@ -186,12 +193,15 @@ class SimilarLists:
 
     # ----- changes --------------------------------------------------------------------------------
     def on_embedded(self, ids: list[ObjectId], vectors: list[np.ndarray], hashes: list[str | None],
-                    languages: list[str] | None = None, only_changed: bool = False) -> int:
+                    languages: list[str] | None = None, only_changed: bool = False, defer: bool = False) -> int:
         """New or changed vectors (raw, as embedded): their lists and every list they enter or change; one bulk write.
 
+        Lists whose entries came out the same are not written (the new jobs' own lists always are).
         ``languages``: each job's language (``job_language``), for the correction.
         ``only_changed``: write only lists that differ from the stored ones (changes another process
         already wrote, seen by ``sync``).
+        ``defer``: mark the lists dirty instead of writing them; ``flush`` writes them (the worker
+        coalesces the lists of several batches into one write per flush).
         """
         if not ids:
             return 0
@@ -206,10 +216,24 @@ class SimilarLists:
             floors = np.fromiter((self._floor(o) for o in others), dtype=np.float32, count=len(others))
             enters = ((scores >= self.min_score) & (scores > floors[None, :])).any(axis=0)
             affected |= set(others[enters].tolist())
-            changed = self._recompute(affected)
+            changed = self._recompute(affected, always=ids)
             if only_changed:
                 changed = self._differs_from_stored(changed)
+            if defer:
+                self.dirty.update(changed)
+                return len(changed)
+            self.dirty.difference_update(changed)
             return self._write(changed)
+
+    def flush(self) -> int:
+        """Write every list marked dirty by deferred changes, as it is now in memory; how many."""
+        with self.lock:
+            ids, self.dirty = list(self.dirty), set()
+            try:
+                return self._write(ids)
+            except Exception:
+                self.dirty.update(ids)      # still to write: the caller settles after the error
+                raise
 
     def _differs_from_stored(self, ids: list[ObjectId]) -> list[ObjectId]:
         stored = {d["_id"]: [(s["jobId"], round(float(s["score"]), 6)) for s in d.get("similarJobs") or []]
@@ -223,7 +247,9 @@ class SimilarLists:
             changed: list[ObjectId] = []
             for start in range(0, len(ids), chunk):
                 changed += self._differs_from_stored(ids[start:start + chunk])
-            return self._write(changed)
+            written = self._write(changed)
+            self.dirty.clear()          # every list that differed is written, the dirty ones among them
+            return written
 
     def remove(self, ids: Iterable[ObjectId]) -> int:
         """Jobs closed, deleted or re-embedding: out of the index; the lists that held them refilled."""
@@ -238,18 +264,18 @@ class SimilarLists:
             holders -= set(gone)
             return self._write(self._recompute(holders))
 
-    def ensure_listed(self, ids: Iterable[ObjectId]) -> int:
-        """Jobs whose embedding is current: put them in the index (from the database) if missing."""
-        with self.lock:
-            missing = [i for i in ids if self.index is None or i not in self.index or i not in self.lists]
-        if not missing:
+    def ensure_listed(self, ids: Iterable[ObjectId], defer: bool = False) -> int:
+        """Jobs whose embedding is current (an item claimed again: requeued, or recovered from a worker that
+        stopped before its lists were written): their lists, and the lists they enter, computed again."""
+        ids = list(ids)
+        if not ids:
             return 0
-        docs = list(self._coll().find({"_id": {"$in": missing}, **self._query()}, VECTOR_FIELDS))
+        docs = list(self._coll().find({"_id": {"$in": ids}, **self._query()}, VECTOR_FIELDS))
         found = [(d["_id"], vector_from_bson(d["embedding"]["vector"]), d["embedding"].get("textHash"), job_language(d))
                  for d in docs if d.get("embedding", {}).get("vector") is not None]
         if not found:
             return 0
-        return self.on_embedded(*(list(column) for column in zip(*found)))
+        return self.on_embedded(*(list(column) for column in zip(*found)), defer=defer)
 
     def sync(self) -> None:
         """Apply changes other processes made: embeddings, closes, text edits, deletions, refills."""
