@@ -70,6 +70,7 @@ class Worker(BatchProcessing):
         self.scheduler = None
         self.lists = None              # SimilarLists, set by start()
         self.unflushed: list = []      # items whose lists wait for the next flush (then completed)
+        self.idle = True               # the last claim found nothing: no drain under way
         self.last_flush = time.monotonic()
         self.debug = bool(settings.get("DEBUG_WORKER"))
         # EMBEDDING_WORKER_ENABLED=false: claim nothing, but keep the heartbeat, alert checks and samples.
@@ -154,6 +155,7 @@ class Worker(BatchProcessing):
                     if self._unsettled:
                         self._settle_after_error()
                     items = queue.claim(self.worker_id, self.claim_size)
+                    self.idle = not items
                     if not items:
                         self.flush_lists()          # the queue is empty: nothing waits
                         break
@@ -246,7 +248,9 @@ class Worker(BatchProcessing):
             # The lists were written under another correction and their recompute did not finish (its worker
             # stopped): ask again. A recompute running meanwhile ends after this request, so it is not repeated.
             recompute_state.request()
-        refit = (lambda: lists.refit() is not None) if lists.refit_due() else None
+        # Mid-drain the minute's check does not refit: each adopted fit rewrites every list, and a drain that
+        # grows the board would do it again and again. The drain's end refits (process_queue).
+        refit = (lambda: lists.refit() is not None) if lists.refit_due() and self.idle else None
         return recompute_state.run_if_due(self.settings, self.worker_id, recompute, refit=refit, write=lists.write_all)
 
     # ----- state ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ SYNC_MARGIN = timedelta(seconds=5)      # re-read a little of the past: clocks o
 RECONCILE_PAGE = 200                    # ids per query when reconciling
 RECONCILE_EVERY = 60.0                  # seconds between full id reconciliations
 LOAD_CHUNK = 5000
+WRITE_CHUNK = 50                        # lists per bulk write
 REFIT_MOVEMENT = 0.05                   # a new correction is adopted (and every list recomputed) past this movement
 REFIT_CHURN = 0.05                      # a refit is tried once this share of the jobs came or went since the last
 VECTOR_FIELDS = {"embedding.vector": 1, "embedding.textHash": 1, "embedding.language": 1, "language": 1}
@@ -188,7 +189,10 @@ class SimilarLists:
         ops = [UpdateOne({"_id": job_id}, {"$set": {
             "similarJobs": [{"jobId": other, "score": round(score, 6)} for other, score in self.lists.get(job_id, [])],
             "similarityMetadata": meta}}) for job_id in ids]
-        self._coll().bulk_write(ops, ordered=False)
+        # In small bulk writes: a database that serves one request at a time (SecantusDB) answers the API's
+        # reads between them instead of after a whole flush.
+        for start in range(0, len(ops), WRITE_CHUNK):
+            self._coll().bulk_write(ops[start:start + WRITE_CHUNK], ordered=False)
         return len(ops)
 
     # ----- changes --------------------------------------------------------------------------------
