@@ -41,17 +41,29 @@ STUCK_TIMEOUT_MS = 8000   # the killed worker is dead after 5 s (WORKER_DEAD_THR
 
 
 def test_three_workers_race_while_one_is_killed_and_one_is_terminated(app, db_uri, tmp_path, procs):
-    ids = add_jobs(600)
-    with EmbeddingsServer(latency=0.3) as provider:
-        # One call at a time: each worker claims 128 jobs per batch, so all three get work.
+    ids = add_jobs(1200)
+    with EmbeddingsServer(latency=0.6) as provider:
+        # One call at a time: each worker claims 128 jobs per batch (4 calls, 2.4 s: a flush after every batch),
+        # so all three get work and each claims several times.
         env = worker_env(db_uri, provider, tmp_path, QUEUE_STUCK_TIMEOUT=STUCK_TIMEOUT_MS, EMBEDDING_MAX_CONCURRENT=1)
         doomed, leaving, survivor = (procs.worker(env) for _ in range(3))
         everyone = [doomed, leaving, survivor]
         wait_until(lambda: all(status_of_pid(w.pid).get("workerId") for w in everyone), 60, "three workers",
                    everyone)
         doomed_id, leaving_id = (status_of_pid(w.pid)["workerId"] for w in (doomed, leaving))
-        wait_until(lambda: completed_count() >= 30 and held_count(doomed_id) > 0 and held_count(leaving_id) > 0,
-                   60, "both victims holding a batch", everyone, every=0.05)
+        # Killed just after a fresh claim (a held set sharing nothing with the one before): its last flush
+        # has completed, and the next is a batch away. A kill timed only by "holds something" could land while
+        # the flush's completion was already on its way to the database, and leave nothing held.
+        seen: dict = {"last": None}
+
+        def just_claimed() -> bool:
+            current = frozenset(d["_id"] for d in QueueItem._get_collection().find(
+                {"status": "processing", "lockedBy": doomed_id}, {"_id": 1}))
+            fresh = bool(current) and seen["last"] is not None and not current & seen["last"]
+            seen["last"] = current
+            return fresh and completed_count() >= 30 and held_count(leaving_id) > 0
+        wait_until(just_claimed, 60, "both victims holding a batch, the doomed one fresh from a claim", everyone,
+                   every=0.05)
         doomed.process.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         assert leaving.stop(signal.SIGTERM, timeout=40) == 0
