@@ -23,11 +23,11 @@ def _markdown(rows: list[dict]) -> str:
 
 @click.command("benchmark")
 @click.option("--quick", is_flag=True, help="smaller sizes (about a minute instead of several)")
-@click.option("--only", type=click.Choice(["index", "pipeline", "dashboard"]), multiple=True,
+@click.option("--only", type=click.Choice(["index", "pipeline", "dashboard", "memory"]), multiple=True,
               help="run only these parts (repeatable)")
 def benchmark_command(quick, only):
     """Run the project's benchmarks (each on its own throw-away database) and print their tables."""
-    from . import dashboard_bench, pipeline_bench, similarity_bench
+    from . import dashboard_bench, memory_bench, pipeline_bench, similarity_bench
     parts = [
         ("index", "Similarity index (in memory, 384 dimensions, top 10)",
          lambda: similarity_bench.run([1000, 10000] if quick else [1000, 10000, 100000], 384, 10)),
@@ -35,6 +35,8 @@ def benchmark_command(quick, only):
          lambda: pipeline_bench.run(jobs=500 if quick else 3000, local_jobs=50 if quick else 200)),
         ("dashboard", "Dashboard pages (median of 5, signed in)",
          lambda: dashboard_bench.run(items=10_000 if quick else 100_000, jobs=2_000 if quick else 20_000)),
+        ("memory", "Worker memory (RSS) with the index loaded, OpenAI provider (loopback), correction in force",
+         lambda: memory_bench.run([10_000] if quick else [10_000, 100_000], [384, 1536])),
     ]
     for key, title, run in parts:
         if only and key not in only:

@@ -37,8 +37,9 @@ MIN_JOBS = 20         # a language needs this many jobs for statistics of its ow
 MIN_SHRINKAGE = 0.2   # chosen on melo_deu_mixed and the demo postings (README)
 MAX_RANK = 768        # eigen-directions scaled one by one; the rest share one scale (1536-d models)
 MOVEMENT_SAMPLE = 500  # jobs per language compared when measuring how far a new fit moves vectors
-LW_SAMPLE = 2000      # rows per language the shrinkage is estimated from
+LW_SAMPLE = 500       # rows per language the shrinkage is estimated from
 KEEP_MEAN = 0.25      # share of the common mean kept (README: 0 to 0.5 measured on three data sets)
+APPLY_ROWS = 1000     # rows corrected at once (bounds the float64 temporaries: about 12 MB each at 1,536-d)
 
 
 def counted_languages(languages, keys) -> list[str]:
@@ -87,18 +88,21 @@ class LanguageTransform:
 
 
 class Moments:
-    """Count, sum and scatter of one language's unit vectors, added a block at a time (bounded memory)."""
+    """Count, sum and scatter of one language's unit vectors, added a block at a time (bounded memory).
+    ``mean_only``: count and sum alone (the mean of every job needs no scatter)."""
 
-    def __init__(self, language: str, dims: int):
+    def __init__(self, language: str, dims: int, mean_only: bool = False):
         self.language = language
         self.count = 0
         self.total = np.zeros(dims)
-        self.scatter = np.zeros((dims, dims))
+        self.scatter = None if mean_only else np.zeros((dims, dims))
         self.sample: list[np.ndarray] = []       # the first rows, for the shrinkage
 
     def add(self, rows: np.ndarray) -> None:
         self.count += len(rows)
         self.total += rows.sum(axis=0)
+        if self.scatter is None:
+            return
         self.scatter += rows.T @ rows
         room = LW_SAMPLE - sum(len(s) for s in self.sample)
         if room > 0:
@@ -110,7 +114,11 @@ class Moments:
 
     @property
     def covariance(self) -> np.ndarray:
-        return self.scatter / self.count - np.outer(self.mean, self.mean)
+        """Computed once, when every block has been added (the scatter is then no longer needed)."""
+        if not hasattr(self, "_covariance"):
+            self._covariance = self.scatter / self.count - np.outer(self.mean, self.mean)
+            self.scatter = None
+        return self._covariance
 
     def shrinkage(self) -> float:
         cov = self.covariance
@@ -128,7 +136,7 @@ def _ledoit_wolf(rows: np.ndarray, cov: np.ndarray, n: int) -> float:
         return 1.0
     # sum_k ||z_k z_k^T - S||_F^2 = sum_k |z_k|^4 - 2 sum_k z_k^T S z_k + m |S|_F^2, without d x d per row
     norms = (rows ** 2).sum(axis=1)
-    beta = (float((norms ** 2).sum()) - 2 * float(np.einsum("ij,jk,ik->", rows, cov, rows))
+    beta = (float((norms ** 2).sum()) - 2 * float(((rows @ cov) * rows).sum())
             + len(rows) * float((cov ** 2).sum())) / len(rows) / d / n
     return float(min(max(beta, 0.0), delta) / delta)
 
@@ -183,7 +191,14 @@ class LanguageCorrection:
 
     def apply(self, vectors, languages) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(unit corrected vectors as float32 (n, d), their lengths before normalising, the transform keys) for
-        raw vectors and their jobs' languages."""
+        raw vectors and their jobs' languages. Worked out APPLY_ROWS at a time: the float64 temporaries of a
+        whole load (5,000 x 1,536) would take half a gigabyte."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim == 2 and len(vectors) > APPLY_ROWS:
+            languages = list(languages)
+            parts = [self.apply(vectors[i:i + APPLY_ROWS], languages[i:i + APPLY_ROWS])
+                     for i in range(0, len(vectors), APPLY_ROWS)]
+            return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
         raw = np.asarray(vectors, dtype=np.float64)
         if raw.ndim == 1:
             raw = raw[None, :]
@@ -201,6 +216,10 @@ class LanguageCorrection:
 
     def invert(self, units, lengths, keys) -> np.ndarray:
         """The unit raw vectors back from what ``apply`` returned (to fit again without the database)."""
+        if len(units) > APPLY_ROWS:
+            keys, lengths = list(keys), np.asarray(lengths)
+            return np.concatenate([self.invert(units[i:i + APPLY_ROWS], lengths[i:i + APPLY_ROWS],
+                                               keys[i:i + APPLY_ROWS]) for i in range(0, len(units), APPLY_ROWS)])
         mapped = np.asarray(units, dtype=np.float64) * np.asarray(lengths, dtype=np.float64)[:, None]
         out = mapped.copy()
         if self.active:
@@ -223,7 +242,7 @@ class LanguageCorrection:
                 continue
             raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
             languages = np.asarray(list(languages), dtype=object)
-            everything = everything or Moments(POOLED, raw.shape[1])
+            everything = everything or Moments(POOLED, raw.shape[1], mean_only=True)
             everything.add(raw)
             for language in set(languages.tolist()):
                 if language not in (UNDETERMINED, POOLED):
@@ -232,7 +251,7 @@ class LanguageCorrection:
         if everything is None or not own:
             return cls(version)
         transforms = {}
-        pooled_cov = np.zeros_like(everything.scatter)
+        pooled_cov = np.zeros((everything.total.shape[0],) * 2)
         centred_sample = []
         for language, moments in own.items():
             shrinkage = moments.shrinkage()

@@ -33,6 +33,7 @@ RECONCILE_PAGE = 200                    # ids per query when reconciling
 RECONCILE_EVERY = 60.0                  # seconds between full id reconciliations
 LOAD_CHUNK = 5000
 WRITE_CHUNK = 50                        # lists per bulk write
+RAW_BLOCK = 1000                        # rows a refit reads back at once (float64 temporaries: 12 MB at 1536-d)
 REFIT_MOVEMENT = 0.05                   # a new correction is adopted (and every list recomputed) past this movement
 REFIT_CHURN = 0.05                      # a refit is tried once this share of the jobs came or went since the last
 VECTOR_FIELDS = {"embedding.vector": 1, "embedding.textHash": 1, "embedding.language": 1, "language": 1}
@@ -365,7 +366,7 @@ class SimilarLists:
         return done
 
     # ----- language correction ------------------------------------------------------------------------
-    def raw_blocks(self, block: int = LOAD_CHUNK):
+    def raw_blocks(self, block: int = RAW_BLOCK):
         """(ids, raw unit vectors, languages) of the whole index, a block at a time, back from corrected ones.
 
         The languages are what a fit counts each job as: its own, or for an undetermined one the language it
