@@ -200,13 +200,16 @@ def test_lists_are_coalesced_and_written_within_the_flush_bound(openai_settings,
 
     def watch():                                        # what a reader of the database sees, every 50 ms
         jobs, items = Job._get_collection(), QueueItem._get_collection()
-        while not done.is_set():
+        while True:
+            last = done.is_set()                        # one more look after the drain: its final flush
             finished = {d["jobId"] for d in items.find({"status": "completed"}, {"jobId": 1})}
             now = utcnow()
             with_list = {d["_id"] for d in jobs.find({"similarJobs.0": {"$exists": True}}, {"_id": 1})}
             for job_id in with_list:
                 listed.setdefault(job_id, now)
             early.extend(finished - with_list - set(listed))
+            if last:
+                return
             time.sleep(0.05)
     worker.process_batch = timed
     write, writes = worker.lists._write, []
