@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import rollback
-from .embeddings.language import UNKNOWN, normalise
+from .embeddings.language import stored_language
 from .job_store import get_job, job_json
 from .models import Job
 from .timeutil import iso
@@ -31,14 +31,8 @@ def _summaries(query: dict, limit: int | None = None, order=None) -> list[Job]:
     return list(found)
 
 
-def language_of(job: Job) -> str:
-    """The language a job counts as: its ``language`` field, else the one detected when embedded, else ``und``."""
-    detected = job.embedding.language if job.embedding is not None else None
-    return normalise(job.language) or detected or UNKNOWN
-
-
 def _entry(job: Job, score) -> dict[str, Any]:
-    return {"job": job_json(job, detail=False), "score": score, "language": language_of(job)}
+    return {"job": job_json(job, detail=False), "score": score, "language": stored_language(job)}
 
 
 def similar_jobs(job_id: str, limit: int, active_only: bool = False, language: str | None = None) -> dict[str, Any]:
@@ -47,14 +41,15 @@ def similar_jobs(job_id: str, limit: int, active_only: bool = False, language: s
     job = get_job(job_id, active_only=active_only)
     entries = [] if rollback.level() else (job.similarJobs or [])
     computed = (job.similarityMetadata or {}).get("computedAt")
-    wanted_language = (lambda j: language_of(j) == language) if language else (lambda j: True)
+    keep = (lambda j: stored_language(j) == language) if language else None
     if entries and computed:
         wanted = [e.jobId for e in entries]
-        found = {j.id: j for j in _summaries({"_id": {"$in": wanted}, "status": "active"}) if wanted_language(j)}
+        found = {j.id: j for j in _summaries({"_id": {"$in": wanted}, "status": "active"})
+                 if keep is None or keep(j)}
         items = [_entry(found[e.jobId], round(e.score, 4)) for e in entries if e.jobId in found][:limit]
         if items or language:
             return {"similarJobs": items, "count": len(items), "cached": True, "computedAt": iso(computed)}
-    items = [_entry(j, None) for j in fallback_jobs(job, limit, wanted_language if language else None)]
+    items = [_entry(j, None) for j in fallback_jobs(job, limit, keep)]
     return {"similarJobs": items, "count": len(items), "cached": False, "computedAt": None}
 
 

@@ -157,7 +157,6 @@ class Worker(BatchProcessing):
                     items = queue.claim(self.worker_id, self.claim_size)
                     self.idle = not items
                     if not items:
-                        self.flush_lists()          # the queue is empty: nothing waits
                         break
                     self.process_batch(items)
                     if time.monotonic() - self.last_flush >= LIST_FLUSH_SECONDS:
@@ -169,7 +168,7 @@ class Worker(BatchProcessing):
                     raise
                 done += len(items)
         if self.unflushed or (self.lists is not None and self.lists.dirty):
-            with self._busy:                        # stopped or told to wait mid-drain: write what is done
+            with self._busy:                        # the queue is empty, or the worker stops or must wait
                 self.flush_lists()
         if done and self.lists is not None and self.lists.refit_due() and not self.stopping.is_set():
             # A drain just ended: fit the language correction now rather than at the next minute's check, so

@@ -152,8 +152,8 @@ def insert(vectors, languages, field="language", model=MODEL):
 def brute_force(min_score: float) -> dict:
     """Every job's top N from the database, corrected by the stored correction, every pair compared."""
     docs = list(Job._get_collection().find({"status": "active", "embedding.status": "completed"}))
+    from jobflow.embeddings.language import stored_language
     from jobflow.models.fields import vector_from_bson
-    from jobflow.similarity.lists import job_language as stored_language
     raw = np.vstack([vector_from_bson(d["embedding"]["vector"]) for d in docs])
     corrected = stored_correction.load(MODEL).apply(raw, [stored_language(d) for d in docs])[0].astype(np.float64)
     ids = [d["_id"] for d in docs]

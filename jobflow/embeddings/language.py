@@ -88,6 +88,18 @@ def language_text(job) -> str:
     return "\n".join(strip_markup(get(name) or "") for name in ("title", "category", "description")).strip()
 
 
+def stored_language(job) -> str:
+    """The language a stored job counts as (a document or its dict): its ``language`` field, else the one detected
+    when it was embedded (``embedding.language``), else ``und``."""
+    if isinstance(job, dict):
+        given, embedding = job.get("language"), job.get("embedding") or {}
+        detected = embedding.get("language")
+    else:
+        given, embedding = getattr(job, "language", None), getattr(job, "embedding", None)
+        detected = getattr(embedding, "language", None)
+    return normalise(given) or detected or UNKNOWN
+
+
 def job_language(job) -> tuple[str, bool]:
     """(language, detected): the job's ``language`` field when it names one, else what its text reads as."""
     get = job.get if isinstance(job, dict) else (lambda name, default=None: getattr(job, name, default))

@@ -7,9 +7,9 @@ from pymongo.errors import ExecutionTimeout
 
 from ..embeddings import provider_model
 from ..embeddings.language import normalise as normalise_language
+from ..embeddings.language import stored_language
 from ..embeddings.text import job_text, text_hash
 from ..models import Job, QueueItem
-from ..similarity.lists import job_language
 from .queue_view import _title_prefix, parse_oid, with_titles
 
 JOB_LIST_FIELDS = {"title": 1, "company": 1, "status": 1, "createdAt": 1, "embedding.status": 1,
@@ -45,9 +45,10 @@ def search_jobs(q: str, limit: int = 20) -> list[dict]:
 def _language(doc: dict) -> dict:
     """{language, languageDetected}: the language the similarity correction counts the job in, and whether it was
     detected from the text (no ``language`` field) rather than given; None before the job is embedded."""
-    if not normalise_language(doc.get("language")) and not (doc.get("embedding") or {}).get("language"):
+    given = normalise_language(doc.get("language"))
+    if not given and not (doc.get("embedding") or {}).get("language"):
         return {"language": None, "languageDetected": False}
-    return {"language": job_language(doc), "languageDetected": not normalise_language(doc.get("language"))}
+    return {"language": stored_language(doc), "languageDetected": not given}
 
 
 def job_detail(job_id: str, settings: dict) -> dict | None:

@@ -14,6 +14,7 @@ from typing import Callable
 
 from ..models import Lease
 from ..similarity import stored_correction
+from ..similarity.correction import MIN_JOBS
 from ..timeutil import iso, ms, utcnow
 
 log = logging.getLogger("jobflow.worker")
@@ -102,7 +103,8 @@ def correction_summary(settings: dict, model: str) -> str:
         return "off (SIMILARITY_LANGUAGE_BALANCE=false): raw cosine scores"
     head = stored_correction.header(model)
     if not head.get("version"):
-        return "on; not fitted yet (needs 20 embedded jobs of one language; the next check within a minute fits it)"
+        return (f"on; not fitted yet (needs {MIN_JOBS} embedded jobs of one language; the next check within a "
+                "minute fits it)")
     counts = ", ".join(f"{lang} {n:,}" for lang, n in sorted((head.get("counts") or {}).items()) if lang != "*")
     lists = "every list computed with it" if head.get("listsVersion") == head["version"] else \
         "lists being recomputed with it"

@@ -112,17 +112,11 @@ class Moments:
     def mean(self) -> np.ndarray:
         return self.total / self.count
 
-    @property
-    def covariance(self) -> np.ndarray:
-        """Computed once, when every block has been added (the scatter is then no longer needed)."""
-        if not hasattr(self, "_covariance"):
-            self._covariance = self.scatter / self.count - np.outer(self.mean, self.mean)
-            self.scatter = None
-        return self._covariance
-
-    def shrinkage(self) -> float:
-        cov = self.covariance
-        return max(MIN_SHRINKAGE, _ledoit_wolf(np.vstack(self.sample) - self.mean, cov, self.count))
+    def finish(self) -> tuple[np.ndarray, float]:
+        """(covariance, shrinkage) once every block is added; the scatter is dropped (its memory freed)."""
+        cov = self.scatter / self.count - np.outer(self.mean, self.mean)
+        self.scatter = None
+        return cov, max(MIN_SHRINKAGE, _ledoit_wolf(np.vstack(self.sample) - self.mean, cov, self.count))
 
 
 def _ledoit_wolf(rows: np.ndarray, cov: np.ndarray, n: int) -> float:
@@ -254,10 +248,10 @@ class LanguageCorrection:
         pooled_cov = np.zeros((everything.total.shape[0],) * 2)
         centred_sample = []
         for language, moments in own.items():
-            shrinkage = moments.shrinkage()
+            cov, shrinkage = moments.finish()
             transforms[language] = LanguageTransform(language, moments.count, round(shrinkage, 4), moments.mean,
-                                                     Spectral.power(moments.covariance, shrinkage, -0.5))
-            pooled_cov += moments.covariance * moments.count
+                                                     Spectral.power(cov, shrinkage, -0.5))
+            pooled_cov += cov * moments.count
             centred_sample.append(np.vstack(moments.sample) - moments.mean)
         count = sum(m.count for m in own.values())
         pooled_cov /= count

@@ -18,7 +18,7 @@ import numpy as np
 from bson import ObjectId
 from pymongo import UpdateOne
 
-from ..embeddings.language import normalise as normalise_language
+from ..embeddings.language import stored_language
 from ..models import Job
 from ..models.fields import vector_from_bson
 from ..timeutil import utcnow
@@ -37,11 +37,6 @@ RAW_BLOCK = 1000                        # rows a refit reads back at once (float
 REFIT_MOVEMENT = 0.05                   # a new correction is adopted (and every list recomputed) past this movement
 REFIT_CHURN = 0.05                      # a refit is tried once this share of the jobs came or went since the last
 VECTOR_FIELDS = {"embedding.vector": 1, "embedding.textHash": 1, "embedding.language": 1, "language": 1}
-
-
-def job_language(doc: dict) -> str:
-    """The language a stored job is corrected as: its ``language`` field, else the one detected when embedded."""
-    return normalise_language(doc.get("language")) or (doc.get("embedding") or {}).get("language") or UNDETERMINED
 
 
 class SimilarLists:
@@ -111,7 +106,7 @@ class SimilarLists:
                     continue
                 ids.append(doc["_id"])
                 vectors.append(vector)
-                languages.append(job_language(doc))
+                languages.append(stored_language(doc))
                 self.hashes[doc["_id"]] = doc["embedding"].get("textHash")
                 stored_lists[doc["_id"]] = [(s["jobId"], float(s["score"])) for s in doc.get("similarJobs") or []
                                             if "jobId" in s and "score" in s]
@@ -202,7 +197,7 @@ class SimilarLists:
         """New or changed vectors (raw, as embedded): their lists and every list they enter or change; one bulk write.
 
         Lists whose entries came out the same are not written (the new jobs' own lists always are).
-        ``languages``: each job's language (``job_language``), for the correction.
+        ``languages``: each job's language (``stored_language``), for the correction.
         ``only_changed``: write only lists that differ from the stored ones (changes another process
         already wrote, seen by ``sync``).
         ``defer``: mark the lists dirty instead of writing them; ``flush`` writes them (the worker
@@ -276,7 +271,8 @@ class SimilarLists:
         if not ids:
             return 0
         docs = list(self._coll().find({"_id": {"$in": ids}, **self._query()}, VECTOR_FIELDS))
-        found = [(d["_id"], vector_from_bson(d["embedding"]["vector"]), d["embedding"].get("textHash"), job_language(d))
+        found = [(d["_id"], vector_from_bson(d["embedding"]["vector"]), d["embedding"].get("textHash"),
+                  stored_language(d))
                  for d in docs if d.get("embedding", {}).get("vector") is not None]
         if not found:
             return 0
@@ -303,7 +299,7 @@ class SimilarLists:
                 emb = doc.get("embedding") or {}
                 usable = (doc.get("status") == "active" and emb.get("status") == "completed"
                           and emb.get("model") == self.model and emb.get("vector") is not None)
-                language = job_language(doc)
+                language = stored_language(doc)
                 if usable and (doc["_id"] not in self.hashes or self.hashes[doc["_id"]] != emb.get("textHash")
                                or self.index is None or doc["_id"] not in self.index
                                or self.languages.get(doc["_id"]) != language):

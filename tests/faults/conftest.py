@@ -18,11 +18,11 @@ from pymongo.errors import PyMongoError
 from devtools.openai_server import EmbeddingsServer
 from jobflow import queue
 from jobflow.db import free_port, ping
+from jobflow.embeddings.language import stored_language
 from jobflow.embeddings.text import embedded_texts
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_from_bson
 from jobflow.similarity import stored_correction
-from jobflow.similarity.lists import job_language
 from jobflow.timeutil import utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -292,7 +292,7 @@ def list_problems(top_n: int = TOP_N, min_score: float = MIN_SCORE, tolerance: f
         return []
     raw = np.vstack([vector_from_bson(d["embedding"]["vector"]) for d in docs])
     correction = stored_correction.load(docs[0]["embedding"]["model"])
-    matrix = correction.apply(raw, [job_language(d) for d in docs])[0].astype(np.float64)
+    matrix = correction.apply(raw, [stored_language(d) for d in docs])[0].astype(np.float64)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     scores = matrix @ matrix.T
     np.fill_diagonal(scores, -np.inf)
