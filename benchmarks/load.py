@@ -22,7 +22,7 @@ Every request goes to 127.0.0.1; every loop is bounded in count and time.
 
 Run from the repo root: python -m benchmarks.load [--backlog 10000] [--embedded 2000]
     [--rates 25,50,75,100,150,200,300,400] [--step-seconds 15] [--latency 0.2] [--wrk install|auto|no]
-    [--no-worker]
+    [--no-worker] [--slow-ops MS]
 """
 from __future__ import annotations
 
@@ -48,6 +48,11 @@ MODEL = "text-embedding-3-small"
 DIMENSIONS = 1536
 HOST = "127.0.0.1"
 P99_GOAL_MS = 50.0
+
+
+def clock(at: float) -> str:
+    """A wall-clock time as HH:MM:SS.s (to match log lines and the database's slow operations)."""
+    return time.strftime("%H:%M:%S", time.localtime(at)) + f"{at % 1:.1f}"[1:]
 
 
 def log(message: str) -> None:
@@ -179,11 +184,13 @@ def run_step(port: int, ids: list[str], rate: float, seconds: float, rng: random
     total = int(rate * seconds)
     paths = [f"/api/jobs/{rng.choice(ids)}/similar" for _ in range(total)]
     latencies: list[float] = []
+    slowest: list[tuple[float, float]] = []   # (elapsed ms, wall-clock time it was due), worst few
     errors: dict[str, int] = {}
     hits = [0]                                # answers served from a precomputed list (cached: true)
     lock = threading.Lock()
     counter = iter(range(total))
     start = time.perf_counter() + 0.2
+    wall_offset = time.time() - time.perf_counter()
     hard_stop = start + seconds + 15          # bounded in time, whatever the server does
     threads = max(4, min(64, int(rate * 0.05) + 4))
 
@@ -220,6 +227,8 @@ def run_step(port: int, ids: list[str], rate: float, seconds: float, rng: random
                 if key is None:
                     latencies.append(elapsed)
                     hits[0] += cached
+                    if elapsed > 250:
+                        slowest.append((elapsed, due + wall_offset))
                 else:
                     errors[key] = errors.get(key, 0) + 1
         if conn is not None:
@@ -235,7 +244,7 @@ def run_step(port: int, ids: list[str], rate: float, seconds: float, rng: random
     return {"target": rate, "sent": done, "achieved": done / took, "p50": percentile(latencies, 50),
             "p99": percentile(latencies, 99), "max": max(latencies, default=float("nan")),
             "errors": sum(errors.values()), "error_kinds": errors, "seconds": took,
-            "cached": hits[0] / max(len(latencies), 1)}
+            "cached": hits[0] / max(len(latencies), 1), "slowest": sorted(slowest, reverse=True)[:8]}
 
 
 # ----- wrk (closed loop), when available -------------------------------------------------------------------------
@@ -298,6 +307,47 @@ def run_wrk(wrk: str, port: int, ids: list[str], connections: int, seconds: int,
     return row
 
 
+# ----- the database's slow operations (--slow-ops) -----------------------------------------------------------
+
+def slow_ops_on(slowms: int) -> None:
+    from jobflow.models import Job
+    Job._get_db().command("profile", 1, slowms=slowms)
+    log(f"the database records operations slower than {slowms} ms (system.profile)")
+
+
+def _shape(value):
+    """A command's shape: its keys, with values replaced (ids and times vary; the query's form does not)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items() if k not in ("lsid", "$db", "$clusterTime", "txnNumber")}
+    if isinstance(value, list):
+        return [_shape(value[0]), f"×{len(value)}"] if value else []
+    return type(value).__name__
+
+
+def report_slow_ops(slowms: int) -> None:
+    from jobflow.models import Job
+    db = Job._get_db()
+    db.command("profile", 0)
+    entries = list(db["system.profile"].find().sort("ts", 1))
+    groups: dict[str, list] = {}
+    for entry in entries:
+        command = entry.get("command") or {}
+        key = f"{entry.get('op')} {entry.get('ns')} {_shape(command)}"[:300]
+        groups.setdefault(key, []).append(entry)
+    print(f"\nDatabase operations slower than {slowms} ms during the steps: {len(entries):,}, "
+          f"{sum(e.get('millis', 0) for e in entries) / 1000:.1f} s in all.\n")
+    print("| count | total s | max ms | operation |")
+    print("|---:|---:|---:|---|")
+    for key, group in sorted(groups.items(), key=lambda kv: -sum(e.get("millis", 0) for e in kv[1]))[:15]:
+        print(f"| {len(group)} | {sum(e.get('millis', 0) for e in group) / 1000:.1f} | "
+              f"{max(e.get('millis', 0) for e in group)} | `{key}` |")
+    print("\nThe slowest:")
+    for entry in sorted(entries, key=lambda e: -e.get("millis", 0))[:10]:
+        at = entry["ts"].replace(tzinfo=__import__("datetime").timezone.utc).timestamp()
+        print(f"- {entry.get('millis')} ms at {clock(at)}: {entry.get('op')} {entry.get('ns')} "
+              f"{str(_shape(entry.get('command') or {}))[:200]}")
+
+
 # ----- the run ---------------------------------------------------------------------------------------------------
 
 def run(args) -> int:
@@ -339,6 +389,8 @@ def run(args) -> int:
             while backlog_left() == first and time.monotonic() < deadline:
                 time.sleep(1)
             log(f"the worker is draining: backlog {backlog_left():,} items")
+        if args.slow_ops:
+            slow_ops_on(args.slow_ops)
         load_before = os.getloadavg()
         for rate in args.rates:
             left = backlog_left()
@@ -349,6 +401,8 @@ def run(args) -> int:
             log(f"target {rate}/s: achieved {row['achieved']:.0f}/s, p50 {row['p50']:.1f} ms, "
                 f"p99 {row['p99']:.1f} ms, errors {row['errors']} {row['error_kinds'] or ''}, "
                 f"backlog drained {row['drained']:,}")
+            if row["slowest"]:
+                log("slowest requests: " + ", ".join(f"{ms:.0f} ms at {clock(at)}" for ms, at in row["slowest"]))
             if row["achieved"] < 0.9 * rate or row["p99"] > 1000 or row["errors"]:
                 log("the server no longer holds this rate: ramp stopped")
                 break
@@ -363,6 +417,8 @@ def run(args) -> int:
                 log(f"wrk {connections} connections: {row['achieved']:.0f}/s, p50 {row['p50']:.1f} ms, "
                     f"p99 {row['p99']:.1f} ms, errors {row['errors']}")
         remaining = backlog_left()
+        if args.slow_ops:
+            report_slow_ops(args.slow_ops)
     finally:
         stack.close()
         shutil.rmtree(folder, ignore_errors=True)
@@ -403,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk", choices=["auto", "install", "no"], default="install",
                         help="install (default): apt-get install wrk if missing (root only; says so), else the "
                              "Python generator alone; auto: use wrk only if installed; no: never")
+    parser.add_argument("--slow-ops", type=int, default=0, metavar="MS",
+                        help="record the database's operations slower than MS ms during the steps and summarise "
+                             "them (SecantusDB's profiler, system.profile)")
     args = parser.parse_args(argv)
     if args.embedded < 1 or args.step_seconds <= 0 or not args.rates or min(args.rates) <= 0:
         parser.error("--embedded, --step-seconds and every rate must be positive")

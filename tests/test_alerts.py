@@ -18,6 +18,7 @@ from jobflow.alerts import Snapshot, check_alerts, due_email, evaluate, gather, 
 from jobflow.alerts.rules import DegradedWorker, assess
 from jobflow.config import load_settings
 from jobflow.db import free_port
+from jobflow.embeddings import provider_model
 from jobflow.models import Alert, Job, QueueItem, WorkerStatus
 from jobflow.timeutil import utcnow
 
@@ -130,9 +131,11 @@ def test_gather_reads_the_figures(app):
         {"workerId": "c", "state": "degraded", "reason": "old", "lastHeartbeat": now - timedelta(hours=1)},
     ])
     jobs = Job._get_collection()
-    jobs.insert_many([{"status": "active", "embedding": {"status": "completed"}} for _ in range(3)]
+    model = provider_model(app.config)
+    jobs.insert_many([{"status": "active", "embedding": {"status": "completed", "model": model}} for _ in range(3)]
                      + [{"status": "active", "embedding": {"status": "pending"}},
-                        {"status": "closed", "embedding": {"status": "completed"}}])
+                        {"status": "active", "embedding": {"status": "completed", "model": "an-older-model"}},
+                        {"status": "closed", "embedding": {"status": "completed", "model": model}}])
     s = gather(app.config, now)
     assert (s.failed_final, s.failed_retrying, s.failures) == (1, 1, 2)
     assert s.pending == 3
@@ -140,7 +143,8 @@ def test_gather_reads_the_figures(app):
     assert s.live_heartbeat == now - timedelta(seconds=30) and s.last_heartbeat == now - timedelta(seconds=5)
     assert s.live_workers == 1
     assert [(d.worker_id, d.reason) for d in s.degraded] == [("b", "unknown model")]
-    assert (s.active_jobs, s.embedded_jobs, s.coverage) == (4, 3, 0.75)
+    # Coverage as the pages show it: active jobs embedded by the configured model.
+    assert (s.active_jobs, s.embedded_jobs, s.coverage) == (5, 3, 0.6)
     # A worker switched off (EMBEDDING_WORKER_ENABLED=false) heartbeats, but is never "heard from" as a worker.
     statuses.insert_one({"workerId": "off", "state": "stopped", "disabled": True, "lastHeartbeat": now})
     s = gather(app.config, now)
@@ -151,7 +155,8 @@ def test_coverage_drop_opens_an_alert_from_the_stored_figure(app):
     now = utcnow()
     heartbeat(now)
     ids = Job._get_collection().insert_many(
-        [{"status": "active", "embedding": {"status": "completed"}} for _ in range(10)]).inserted_ids
+        [{"status": "active", "embedding": {"status": "completed", "model": provider_model(app.config)}}
+         for _ in range(10)]).inserted_ids
     assert check_alerts(app, now=now).opened == []
     Job._get_collection().update_many({"_id": {"$in": ids[:2]}}, {"$set": {"embedding.status": "pending"}})
     later = now + timedelta(minutes=1)

@@ -246,18 +246,21 @@ def gather(settings: dict, now: datetime) -> Snapshot:
     from ..models import AlertState, Job, QueueItem, WorkerStatus
     from ..models.worker_status import live_query
 
+    from ..ops.counts import job_counts, queue_counts
+    from ..ops.samples import latest_sample
+
     items = QueueItem._get_collection()
-    # Not completed: its count reads every item kept for QUEUE_CLEANUP_DAYS, and no rule needs it.
-    counts = {"pending": 0, "processing": 0, "failed": 0}
-    for row in items.aggregate([{"$match": {"status": {"$in": list(counts)}}},
-                                {"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
-        counts[row["_id"]] = int(row["n"])
+    # Large counts come from the minute's sample (as on the pages): counted again here, each would hold the
+    # embedded database for as long as it reads, once a minute, in the middle of a drain.
+    sample = latest_sample(now)
+    counts = queue_counts(sample).values
     hour_ago = now - FAILURE_WINDOW
     rate_since = now - RATE_LIMIT_WINDOW
     failed_final = items.count_documents({"status": "failed", "finishedAt": {"$gte": hour_ago}})
     failed_retrying = 0
     rate_limits = 0
-    for doc in items.find({"status": {"$in": ["pending", "processing"]}, "errorHistory.at": {"$gte": hour_ago}},
+    # errorHistory.at first: its sparse index holds only the items that ever failed (the state index, all of them).
+    for doc in items.find({"errorHistory.at": {"$gte": hour_ago}, "status": {"$in": ["pending", "processing"]}},
                           {"errorHistory": 1}):
         failed_retrying += 1
         rate_limits += sum(1 for entry in doc.get("errorHistory") or ()
@@ -280,10 +283,8 @@ def gather(settings: dict, now: datetime) -> Snapshot:
                            {"rateLimitedAt": 1}):
         rate_limits += sum(1 for at in d.get("rateLimitedAt") or () if _at_or_after(at, rate_since))
 
-    # One pass over the active jobs (through the status index) gives both figures of the coverage.
-    by_state = {row["_id"]: int(row["n"]) for row in Job._get_collection().aggregate([
-        {"$match": {"status": "active"}}, {"$group": {"_id": "$embedding.status", "n": {"$sum": 1}}}])}
-    active, embedded = sum(by_state.values()), by_state.get("completed", 0)
+    coverage = job_counts(settings, sample)
+    active, embedded = coverage["active"], coverage["activeCurrent"]
     state = AlertState._get_collection().find_one({"_id": "coverage"}) or {}
     samples = tuple((s["at"], float(s["coverage"])) for s in state.get("samples") or ()
                     if isinstance(s.get("at"), datetime) and s.get("coverage") is not None)

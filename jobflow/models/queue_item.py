@@ -25,6 +25,8 @@ class QueueItem(Document):
             {"fields": ["status", "-id"], "name": "status_newest"},
             {"fields": ["taskType", "status", "-id"], "name": "task_status_newest"},
             {"fields": ["jobId"], "name": "job"},
+            # Alert checks: items that failed lately (sparse: an item that never failed has no entry).
+            {"fields": ["errorHistory.at"], "name": "recent_errors", "sparse": True},
             # Completed and skipped items carry expiresAt; the server deletes them then.
             {"fields": ["expiresAt"], "name": "expire", "expireAfterSeconds": 0},
         ],

@@ -81,48 +81,51 @@ def job_counts_live(model: str) -> dict:
     """Job counts without reading the embedded jobs: all, current (model ``model``), by model, failed, text changed.
 
     Current = all - every other embedding state, because those sets are small
-    and counting the large one would decode every job's vector.
+    and counting the large one would decode every job's vector. Each query
+    reads one such set through an index and splits it by job status in the
+    same pass, so the active figures cost no read of the active jobs.
     """
     jobs = Job._get_collection()
     total = jobs.estimated_document_count()
     other: dict[str, int] = {}
+    not_current_active = 0
+    text_changed = 0
     for state in ("pending", "processing", "failed", None):
-        other[str(state)] = jobs.count_documents({"embedding.status": state})
+        split = _by_status(jobs, {"embedding.status": state}, changed=state == "pending")
+        other[str(state)] = sum(n for _, n, _ in split)
+        not_current_active += sum(n for status, n, _ in split if status == "active")
+        # update_job marks an embedded job pending when its text changes; the old vector stays.
+        text_changed += sum(c for _, _, c in split)
     by_model: dict[str, int] = {}
     # Completed by other models: two range reads of the (embedding.status, embedding.model) index, no $ne scan.
     for bound in ("$lt", "$gt"):
         for row in jobs.aggregate([
                 {"$match": {"embedding.status": "completed", "embedding.model": {bound: model}}},
-                {"$group": {"_id": "$embedding.model", "n": {"$sum": 1}}}]):
-            by_model[str(row["_id"])] = int(row["n"])
-    unnamed = jobs.count_documents({"embedding.status": "completed", "embedding.model": None})
+                {"$group": {"_id": {"model": "$embedding.model", "status": "$status"}, "n": {"$sum": 1}}}]):
+            name = str(row["_id"].get("model"))
+            by_model[name] = by_model.get(name, 0) + int(row["n"])
+            not_current_active += int(row["n"]) if row["_id"].get("status") == "active" else 0
+    unnamed_split = _by_status(jobs, {"embedding.status": "completed", "embedding.model": None})
+    unnamed = sum(n for _, n, _ in unnamed_split)
+    not_current_active += sum(n for status, n, _ in unnamed_split if status == "active")
     current = max(total - sum(other.values()) - sum(by_model.values()) - unnamed, 0)
     if current:
         by_model[model] = current
-    active, active_current = active_counts(model, total)
-    return {"jobsTotal": total, "jobsCurrent": current, "jobsActive": active, "jobsActiveCurrent": active_current,
-            "jobsByModel": by_model, "jobsFailed": other["failed"],
-            # update_job marks an embedded job pending when its text changes; the old vector stays.
-            "jobsTextChanged": jobs.count_documents({"embedding.status": "pending",
-                                                     "embedding.vector": {"$exists": True}})}
-
-
-def active_counts(model: str, total: int) -> tuple[int, int]:
-    """(active jobs, active jobs with a current embedding of ``model``): coverage is over active jobs only.
-
-    Both are taken as the large set minus small ones, read through indexes: the
-    jobs of other statuses, and the active jobs not embedded by ``model``.
-    """
-    jobs = Job._get_collection()
     inactive = sum(jobs.count_documents(query) for query in (
         {"status": {"$lt": "active"}}, {"status": {"$gt": "active"}}, {"status": None}))
     active = max(total - inactive, 0)
-    not_current = sum(jobs.count_documents({"status": "active", **query}) for query in (
-        {"embedding.status": {"$in": ["pending", "processing", "failed"]}}, {"embedding.status": None},
-        {"embedding.status": "completed", "embedding.model": {"$lt": model}},
-        {"embedding.status": "completed", "embedding.model": {"$gt": model}},
-        {"embedding.status": "completed", "embedding.model": None}))
-    return active, max(active - not_current, 0)
+    return {"jobsTotal": total, "jobsCurrent": current, "jobsActive": active,
+            "jobsActiveCurrent": max(active - not_current_active, 0),
+            "jobsByModel": by_model, "jobsFailed": other["failed"], "jobsTextChanged": text_changed}
+
+
+def _by_status(jobs, match: dict, changed: bool = False) -> list[tuple[str | None, int, int]]:
+    """(job status, count, of which still holding a vector when ``changed``) for the jobs matching ``match``."""
+    group: dict = {"_id": "$status", "n": {"$sum": 1}}
+    if changed:
+        group["changed"] = {"$sum": {"$cond": [{"$eq": [{"$type": "$embedding.vector"}, "missing"]}, 0, 1]}}
+    return [(row["_id"], int(row["n"]), int(row.get("changed", 0)))
+            for row in jobs.aggregate([{"$match": match}, {"$group": group}])]
 
 
 def coverage_percent(active_current: int, active: int) -> float:
