@@ -243,9 +243,8 @@ def evaluate(snapshot: Snapshot, settings: dict) -> list[Finding]:
 
 def gather(settings: dict, now: datetime) -> Snapshot:
     """Read the figures the rules need: a handful of indexed counts and small reads."""
-    from ..models import AlertState, Job, QueueItem, WorkerStatus
+    from ..models import AlertState, QueueItem, WorkerStatus
     from ..models.worker_status import live_query
-
     from ..ops.counts import job_counts, queue_counts
     from ..ops.samples import latest_sample
 
