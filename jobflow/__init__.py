@@ -150,7 +150,9 @@ def _connect_database(app: Flask) -> None:
     from .startup import prepare_database
     app.config["DATABASE_URI"] = prepare_database(app.config, app.instance_path)
     connect(app.config["DATABASE_URI"])
-    ensure_indexes()
+    dropped = ensure_indexes()
+    if dropped:
+        log.info("dropped indexes no query uses: %s", ", ".join(dropped))
 
 
 def _register_blueprints(app: Flask) -> None:

@@ -72,7 +72,7 @@ def _queue(settings, state):
 
 
 def _indexes(settings, state):
-    wanted = {"jobs": {"status_1", "similarJobs.jobId_1"},
+    wanted = {"jobs": {"status_1", "embedding_status_model"},
               "jobqueues": {"claim_order", "one_pending_per_job", "expire"}}
     missing = []
     for collection, names in wanted.items():

@@ -170,6 +170,7 @@ SETTINGS: list[Setting] = [
     Setting("EMBEDDING_WORKER_ENABLED", "true", _bool, "claim and embed queue items; false = a worker claims nothing but still checks alerts and records metrics", group="Worker"),
     Setting("EMBEDDING_WORKER_INTERVAL", "5000", _int(100), "queue poll interval when idle, ms", group="Worker"),
     Setting("EMBEDDING_MAX_CONCURRENT", "3", _int(1, 64), "provider calls in flight at once", group="Worker"),
+    Setting("WORKER_YIELD_LATENCY", "50", _int(0, 10000), "a draining worker times one read by _id before each write command and, when it took longer than this, waits twice that long so the API's reads catch up (0 = never wait), ms", group="Worker"),
     Setting("EMBEDDING_BATCH_SIZE", "500", _int(1, 100000), "rows per block when recomputing similarity", group="Worker"),
     # Queue
     Setting("QUEUE_MAX_ATTEMPTS", "3", _int(1, 100), "attempts before an item is failed", group="Queue"),
@@ -186,6 +187,7 @@ SETTINGS: list[Setting] = [
     Setting("SIMILARITY_TOP_N", "10", _int(1, 200), "similar jobs kept per job", group="Similarity"),
     Setting("SIMILARITY_LANGUAGE_BALANCE", "true", _bool, "correct each language's vectors by its own statistics so lists cross languages (README, Similarity quality); the same in every process", group="Similarity"),
     Setting("SIMILARITY_MIN_SCORE", "", _score, "minimum cosine score; empty = the provider's calibrated default (with or without language balance)", group="Similarity"),
+    Setting("SIMILARITY_FLUSH_INTERVAL", "10000", _int(0, 600000), "while a backlog drains, the lists it changes are written this often (and whenever the queue is empty): a list shows a new job within this plus one batch; longer writes each list fewer times, ms", group="Similarity"),
     Setting("SIMILARITY_RECOMPUTE_INTERVAL", "604800000", _int(60000), "full recompute period, ms", group="Similarity"),
     # Debugging
     Setting("DEBUG_EMBEDDINGS", "true", _bool, "debug logs of the embedding provider", group="Debugging"),

@@ -5,7 +5,7 @@ batch; the worker supplies the provider, the similarity lists, the queue
 policy and its state. Order of writes per job: vector, then lists, then the
 queue item, so a crash at any point leaves work to redo, never a lie. Lists
 and completions are coalesced: written together at the next flush
-(``LIST_FLUSH_SECONDS``), not batch by batch.
+(``SIMILARITY_FLUSH_INTERVAL``), not batch by batch.
 """
 from __future__ import annotations
 
@@ -19,20 +19,18 @@ from typing import NamedTuple
 from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
-from . import queue
+from . import pacing, queue
 from .embeddings import BadInput, ConfigurationError, InvalidVector, ProviderError, RateLimited, check_vector
 from .embeddings.language import job_language
 from .embeddings.text import EMBEDDING_STATE_FIELDS, TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
 from .models import Job, WorkerStatus
 from .models.fields import vector_to_bson
+from .queue import WRITE_CHUNK
 from .timeutil import utcnow
 
 log = logging.getLogger("jobflow.worker")
 
 CONFIG_ERROR_RETRY = timedelta(seconds=60)
-# Lists changed by a drain are written at most this long after the first change (and whenever the queue is
-# empty): a list shows a new job at most this plus one batch's duration after the job's vector is stored.
-LIST_FLUSH_SECONDS = 2.0
 
 
 class WorkEntry(NamedTuple):
@@ -158,7 +156,9 @@ class BatchProcessing:
                 "embedding.generatedAt": now, "embedding.error": None,
                 "embedding.retries": int(entry.item.get("attempts", 1)) - 1}})
                 for entry, vector, tokens in good]
-            Job._get_collection().bulk_write(ops, ordered=False)
+            for start in range(0, len(ops), WRITE_CHUNK):
+                pacing.before_write()
+                Job._get_collection().bulk_write(ops[start:start + WRITE_CHUNK], ordered=False)
             if self.lists is not None:
                 self.lists.on_embedded([entry.job["_id"] for entry, _, _ in good], [vector for _, vector, _ in good],
                                        [entry.digest for entry, _, _ in good], [entry.language for entry, _, _ in good],
@@ -176,7 +176,7 @@ class BatchProcessing:
         """Write the lists changed since the last flush, then complete the items whose lists they are.
 
         Lists of several batches are written once per flush (a list that changed five times is written once);
-        the worker flushes every LIST_FLUSH_SECONDS during a drain and whenever the queue is empty.
+        the worker flushes every SIMILARITY_FLUSH_INTERVAL during a drain and whenever the queue is empty.
         """
         written = self.lists.flush() if self.lists is not None else 0
         items, self.unflushed = self.unflushed, []

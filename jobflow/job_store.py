@@ -7,6 +7,7 @@ a job takes it out of the queue and out of every similar-jobs list.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -14,7 +15,7 @@ from bson.errors import InvalidId
 
 from . import queue
 from .embeddings.text import job_text, text_hash
-from .models import Job
+from .models import Job, JobDeletion
 from .models.job import JOB_STATUSES
 from .timeutil import iso, utcnow
 
@@ -148,27 +149,27 @@ def update_job(job_id, fields: dict[str, Any], replace: bool = False) -> Job:
     job.save()
     if job.status != "active":
         if before_status == "active":
+            # The answers leave it out at once (they serve active jobs only); each worker's index sync takes it
+            # out of its index and rewrites the lists that held it within seconds.
             queue.remove_pending(job.id)
-            leave_lists(job.id)
     elif text_changed or before_status != "active":
         queue.enqueue(job.id, priority=queue.PRIORITY_LIVE, source="api")
     return job
 
 
 def delete_job(job_id) -> None:
-    """Delete a job, its pending and failed queue items, and its place in other jobs' lists."""
+    """Delete a job and its pending and failed queue items; the workers take it out of the lists that held it."""
     job = get_job(job_id)
     queue.remove_deleted_job(job.id)
     job.delete()
-    leave_lists(job.id)
+    record_deletion(job.id)
 
 
-def leave_lists(job_id) -> int:
-    """Take a job out of every similar-jobs list (the worker refills them); how many lists changed."""
-    result = Job._get_collection().update_many(
-        {"similarJobs.jobId": job_id},
-        {"$pull": {"similarJobs": {"jobId": job_id}}, "$set": {"similarityMetadata.refill": True}})
-    return result.modified_count
+def record_deletion(job_id, days: int = 1) -> None:
+    """Note a deletion for the workers' index sync (kept ``days``: a worker that was down reconciles instead)."""
+    now = utcnow()
+    JobDeletion._get_collection().update_one(
+        {"_id": job_id}, {"$set": {"at": now, "expiresAt": now + timedelta(days=days)}}, upsert=True)
 
 
 def list_jobs(status: str | None = None, category: str | None = None, q: str | None = None,

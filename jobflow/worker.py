@@ -16,9 +16,9 @@ import uuid
 
 import psutil
 
-from . import queue
-from .embedding_batches import LIST_FLUSH_SECONDS, BatchProcessing
-from .embeddings import EmbeddingProvider, get_provider, min_score
+from . import pacing, queue
+from .embedding_batches import BatchProcessing
+from .embeddings import EmbeddingProvider, get_provider, language, min_score
 from .models import Lease, WorkerStatus
 from .models.worker_status import live_query
 from .ops import recompute as recompute_state
@@ -54,6 +54,9 @@ class Worker(BatchProcessing):
         self.policy = queue.QueuePolicy.from_settings(settings)
         self.concurrency = self.provider.max_concurrent or settings["EMBEDDING_MAX_CONCURRENT"]
         self.claim_size = self.provider.max_batch_inputs * self.concurrency
+        # A drain's lists are written once per flush: a list a drain changes five times is written once.
+        self.flush_seconds = settings["SIMILARITY_FLUSH_INTERVAL"] / 1000
+        pacing.configure(settings["WORKER_YIELD_LATENCY"])
         self.memory_probe = memory_probe or self._memory_fraction
         self.stopping = threading.Event()
         self.state = "running"
@@ -159,7 +162,7 @@ class Worker(BatchProcessing):
                     if not items:
                         break
                     self.process_batch(items)
-                    if time.monotonic() - self.last_flush >= LIST_FLUSH_SECONDS:
+                    if time.monotonic() - self.last_flush >= self.flush_seconds:
                         self.flush_lists()
                 except Exception:
                     # Most likely the database went away mid-batch: what this worker still holds is settled
@@ -174,6 +177,8 @@ class Worker(BatchProcessing):
             # A drain just ended: fit the language correction now rather than at the next minute's check, so
             # an import's lists are balanced as soon as it is embedded (same lease, same rule).
             self.recompute_if_due()
+        if done and self.idle and language.release():
+            log.debug("drain ended: language detector released")
         return done
 
     def note_database_error(self) -> None:
@@ -202,9 +207,9 @@ class Worker(BatchProcessing):
             then, count = self._last_stats
             self._last_stats = (now, self.processed)
         rate = (self.processed - count) / max(now - then, 1e-9) * 60
-        log.info("WORKER STATS id=%s state=%s processed=%d failed=%d rate=%.0f/min tokens=%d memory=%.0fMB index=%d",
-                 self.worker_id, self.state, self.processed, self.failed, rate, self.tokens,
-                 psutil.Process().memory_info().rss / 2**20, len(self.lists) if self.lists else 0)
+        log.info("WORKER STATS id=%s state=%s processed=%d failed=%d rate=%.0f/min tokens=%d memory=%.0fMB index=%d "
+                 "yielded=%.1fs", self.worker_id, self.state, self.processed, self.failed, rate, self.tokens,
+                 psutil.Process().memory_info().rss / 2**20, len(self.lists) if self.lists else 0, pacing.state.waited)
 
     def recover_stuck(self) -> int:
         """Return items of dead workers to the queue (a worker is dead past WORKER_DEAD_THRESHOLD)."""

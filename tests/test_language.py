@@ -46,6 +46,14 @@ def test_detection_reads_every_demo_posting_right_and_the_field_wins():
     assert job_language({**albanian, "language": "English"}) == ("en", False)
 
 
+def test_the_detector_is_let_go_and_loaded_again_when_needed():
+    from jobflow.embeddings import language
+    assert detect("Ingénieur logiciel senior pour notre équipe à Paris, télétravail possible") == "fr"
+    assert language.release() is True and language._identifier is None
+    assert language.release() is False
+    assert detect("Senior software engineer for our team in London, remote possible") == "en"
+
+
 def test_too_little_text_is_undetermined():
     assert detect("Data Engineer") == "und"
     assert detect("") == "und"
@@ -311,6 +319,8 @@ def test_openai_worker_lists_cross_languages_only_when_balanced(make_app, server
             pass
         docs = {d["_id"]: d for d in Job._get_collection().find({})}
         assert {d["embedding"]["language"] for d in docs.values()} == {"en", "sq"}
+        from jobflow.embeddings import language
+        assert language._identifier is None               # the detector is let go when the drain ends
         role = {i: n // 2 % len(ROLES) for n, i in enumerate(ids)}
         lang = {i: docs[i]["embedding"]["language"] for i in ids}
         listed = {i: [s["jobId"] for s in docs[i]["similarJobs"]] for i in ids}

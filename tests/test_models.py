@@ -47,3 +47,20 @@ def test_collections_keep_the_seed_names(app):
     assert Job._get_collection().name == "jobs"
     assert QueueItem._get_collection().name == "jobqueues"
     assert WorkerStatus._get_collection().name == "workerstatuses"
+
+
+def test_indexes_no_query_uses_are_dropped_where_an_earlier_version_made_them(app):
+    """Every index costs every write of its collection; the ones earlier versions made and nothing reads go."""
+    from jobflow.models import OBSOLETE_INDEXES, QueueItem, ensure_indexes
+    jobs, items = Job._get_collection(), QueueItem._get_collection()
+    jobs.create_index([("createdAt", -1)])
+    jobs.create_index([("embedding.status", 1)])
+    jobs.create_index([("similarJobs.jobId", 1)])
+    items.create_index([("status", 1), ("lockedAt", 1)], name="stuck")
+    items.create_index([("lockedBy", 1)], name="owner")
+    assert sorted(ensure_indexes()) == sorted(f"{c}.{n}" for c, names in OBSOLETE_INDEXES.items() for n in names)
+    assert set(jobs.index_information()) == {
+        "_id_", "status_1", "category_1", "updatedAt_1", "externalId_1", "embedding_status_model",
+        "embedding_generated", "title_ci", "similarity_refill"}
+    assert not {"stuck", "owner"} & set(items.index_information())
+    assert ensure_indexes() == []                  # idempotent

@@ -58,6 +58,31 @@ def test_claim_order_is_priority_then_age(app):
     assert queue.claim("w2", 10) == []
 
 
+def test_claims_from_kept_candidates_keep_priority_and_miss_nothing(app):
+    """A claim keeps several claims' worth of back-fill candidates; a live edit queued meanwhile still goes first,
+    a back-fill item queued meanwhile is claimed once the kept ones are used, and nothing is claimed twice."""
+    backfill = [ObjectId() for _ in range(30)]
+    queue.enqueue_many(backfill, priority=queue.PRIORITY_BACKFILL)
+    first = queue.claim("w1", 5)
+    assert [d["jobId"] for d in first] == backfill[:5]
+
+    live, late = ObjectId(), ObjectId()
+    queue.enqueue(live, priority=queue.PRIORITY_LIVE)
+    queue.enqueue_many([late], priority=queue.PRIORITY_BACKFILL)
+    second = queue.claim("w1", 5)
+    assert [d["jobId"] for d in second] == [live] + backfill[5:9]
+
+    # Another worker takes some of the candidates w1 has kept: w1 skips them, none is claimed twice.
+    other = queue.claim("w2", 6)
+    assert [d["jobId"] for d in other] == backfill[9:15]
+    rest = []
+    while batch := queue.claim("w1", 5):
+        rest += batch
+    everyone = [d["jobId"] for d in first + second + other + rest]
+    assert sorted(everyone) == sorted(backfill + [live, late]) and len(everyone) == len(set(everyone)) == 32
+    assert [d["jobId"] for d in rest][-1] == late
+
+
 def test_claims_are_atomic_across_threads(app):
     total = 120
     queue.enqueue_many([ObjectId() for _ in range(total)])

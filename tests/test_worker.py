@@ -176,15 +176,14 @@ def test_local_model_end_to_end(make_app):
 
 def test_lists_are_coalesced_and_written_within_the_flush_bound(openai_settings, server):
     """A drain's lists are written once per flush, not per batch; seen from the database, a job's list appears
-    within LIST_FLUSH_SECONDS plus one batch's duration of its vector, and never after its item completes."""
+    within SIMILARITY_FLUSH_INTERVAL plus one batch's duration of its vector, and never after its item completes."""
     import threading
 
     from faults.conftest import list_problems
 
-    from jobflow.embedding_batches import LIST_FLUSH_SECONDS
     server.latency = 0.25
     settings = openai_settings(EMBEDDING_MAX_CONCURRENT=1, SIMILARITY_LANGUAGE_BALANCE=False,
-                               SIMILARITY_MIN_SCORE=0.0)
+                               SIMILARITY_MIN_SCORE=0.0, SIMILARITY_FLUSH_INTERVAL=2000)
     ids = add_jobs([{"title": f"{role} {i}", "description": f"{role} work, shift {i % 7}, team {i % 5}."}
                     for i, role in enumerate(["Nurse", "Welder", "Baker", "Driver"] * 40)])
     worker = Worker(settings)
@@ -225,7 +224,7 @@ def test_lists_are_coalesced_and_written_within_the_flush_bound(openai_settings,
     assert list_problems(top_n=settings["SIMILARITY_TOP_N"], min_score=0.0) == []   # exact, as brute force
     assert early == []                                  # no item completed before its list was written
     generated = {d["_id"]: d["embedding"]["generatedAt"] for d in Job._get_collection().find({}, {"embedding": 1})}
-    bound = LIST_FLUSH_SECONDS + max(durations) + 0.5   # half a second for the flush's writes and the polling
+    bound = worker.flush_seconds + max(durations) + 0.5   # half a second for the flush's writes and the polling
     lags = [(listed[j] - generated[j]).total_seconds() for j in ids if j in listed]
     assert len(lags) == len(ids) and max(lags) <= bound, (max(lags), bound)
     assert len(durations) == 16 and 2 <= len([w for w in writes if w]) <= len(durations) // 2   # coalesced

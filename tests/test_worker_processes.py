@@ -143,9 +143,9 @@ def test_three_workers_embed_every_job_exactly_once(app, db_uri, tmp_path, worke
 
 
 def test_sigkill_mid_batch_loses_nothing(app, db_uri, tmp_path, workers):
-    ids = add_jobs(600)     # several claims: items complete at a flush, every 2 s of a drain
+    ids = add_jobs(600)     # several claims: items complete at a flush, here every 2 s of a drain
     with EmbeddingsServer(latency=1.0) as server:
-        env = worker_env(db_uri, server, tmp_path, QUEUE_STUCK_TIMEOUT=3000)
+        env = worker_env(db_uri, server, tmp_path, QUEUE_STUCK_TIMEOUT=3000, SIMILARITY_FLUSH_INTERVAL=2000)
         doomed = workers(env)
         # Killed while a batch is half stored: some of it completed, some still at the provider.
         wait_until(lambda: server.in_flight > 0 and completed() > 0, 40, "a batch in flight", [doomed], every=0.02)

@@ -2,7 +2,7 @@
 from .alert import Alert, AlertState
 from .audit import AuditEntry
 from .correction import CorrectionHeader
-from .job import Embedding, Job, SimilarJob
+from .job import Embedding, Job, JobDeletion, SimilarJob
 from .lease import Lease
 from .login_limit import LoginAttempts
 from .metric import MetricSample
@@ -11,14 +11,32 @@ from .user import AdminUser
 from .worker_status import WorkerStatus
 
 ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, MetricSample, Alert, AlertState, CorrectionHeader,
-                 LoginAttempts)
+                 LoginAttempts, JobDeletion)
+
+# Indexes earlier versions created that no query uses any more. On the embedded database every index is
+# read and rewritten by every write of its collection (a list or vector stored, an item claimed), so
+# they are dropped where found. `embedding.status` is served by `embedding_status_model`; deletions reach
+# the lists through `jobdeletions`, not a multikey index over every list; stuck and owned items are few
+# and found through the state index.
+OBSOLETE_INDEXES = {"jobs": ("createdAt_-1", "embedding.status_1", "similarJobs.jobId_1"),
+                    "jobqueues": ("stuck", "owner")}
 
 
-def ensure_indexes() -> None:
-    """Create every collection's indexes (idempotent)."""
+def ensure_indexes() -> list[str]:
+    """Create every collection's indexes and drop the obsolete ones (idempotent); the names dropped."""
     for document in ALL_DOCUMENTS:
         document.ensure_indexes()
+    dropped = []
+    for document in (Job, QueueItem):
+        collection = document._get_collection()
+        present = set(collection.index_information())
+        for name in OBSOLETE_INDEXES[collection.name]:
+            if name in present:
+                collection.drop_index(name)
+                dropped.append(f"{collection.name}.{name}")
+    return dropped
 
 
-__all__ = ["Embedding", "Job", "SimilarJob", "QueueItem", "WorkerStatus", "AdminUser", "Lease", "AuditEntry",
-           "MetricSample", "Alert", "AlertState", "LoginAttempts", "CorrectionHeader", "ALL_DOCUMENTS", "ensure_indexes"]
+__all__ = ["Embedding", "Job", "JobDeletion", "SimilarJob", "OBSOLETE_INDEXES", "QueueItem", "WorkerStatus", "AdminUser",
+           "Lease", "AuditEntry", "MetricSample", "Alert", "AlertState", "LoginAttempts", "CorrectionHeader", "ALL_DOCUMENTS",
+           "ensure_indexes"]

@@ -48,15 +48,14 @@ class Job(Document):
     meta = {
         "collection": "jobs",
         "strict": False,
+        # Every index costs every write of a job (a list written, a vector stored) on the embedded database,
+        # so each one here serves a query the product makes; models.OBSOLETE_INDEXES names those dropped.
         "indexes": [
             "status",
             "category",
-            "-createdAt",
             "updatedAt",
-            "embedding.status",
-            "similarJobs.jobId",
             "externalId",
-            # Dashboard: coverage by model, tokens per minute, case-insensitive title prefix search.
+            # Counts by embedding state and model, tokens per minute, case-insensitive title prefix search.
             {"fields": ["embedding.status", "embedding.model"], "name": "embedding_status_model"},
             {"fields": ["embedding.generatedAt"], "name": "embedding_generated"},
             {"fields": ["title"], "name": "title_ci", "collation": {"locale": "en", "strength": 2}},
@@ -83,3 +82,15 @@ class Job(Document):
 
     PUBLIC_FIELDS = ("title", "description", "company", "location", "category", "status",
                      "employmentType", "salaryRange", "language", "externalId")
+
+
+class JobDeletion(Document):
+    """A deleted job, kept a day: each worker's index sync takes it out of its index and of the lists that held it."""
+    meta = {"collection": "jobdeletions", "indexes": [
+        {"fields": ["at"], "name": "newest"},
+        {"fields": ["expiresAt"], "name": "expire", "expireAfterSeconds": 0},
+    ]}
+
+    id = ObjectIdField(primary_key=True)
+    at = DateTimeField(required=True)
+    expiresAt = DateTimeField(required=True)

@@ -18,8 +18,6 @@ class QueueItem(Document):
             # At most one pending item per job and task.
             {"fields": ["jobId", "taskType"], "name": "one_pending_per_job", "unique": True,
              "partialFilterExpression": {"status": "pending"}},
-            {"fields": ["status", "lockedAt"], "name": "stuck"},
-            {"fields": ["lockedBy"], "name": "owner"},
             {"fields": ["status", "finishedAt"], "name": "finished"},
             # Dashboard: newest first per state (and per task), keyset pages by _id; items of one job.
             {"fields": ["status", "-id"], "name": "status_newest"},

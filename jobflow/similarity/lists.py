@@ -18,8 +18,9 @@ import numpy as np
 from bson import ObjectId
 from pymongo import UpdateOne
 
+from .. import pacing
 from ..embeddings.language import stored_language
-from ..models import Job
+from ..models import Job, JobDeletion
 from ..models.fields import vector_from_bson
 from ..timeutil import utcnow
 from . import stored_correction
@@ -186,8 +187,9 @@ class SimilarLists:
             "similarJobs": [{"jobId": other, "score": round(score, 6)} for other, score in self.lists.get(job_id, [])],
             "similarityMetadata": meta}}) for job_id in ids]
         # In small bulk writes: a database that serves one request at a time (SecantusDB) answers the API's
-        # reads between them instead of after a whole flush.
+        # reads between them instead of after a whole flush, and a worker gives way when they queue (pacing).
         for start in range(0, len(ops), WRITE_CHUNK):
+            pacing.before_write()
             self._coll().bulk_write(ops[start:start + WRITE_CHUNK], ordered=False)
         return len(ops)
 
@@ -293,8 +295,10 @@ class SimilarLists:
             for doc in self._coll().find(query, fields):
                 changed.setdefault(doc["_id"], doc)
         changed = list(changed.values())
+        deleted = [d["_id"] for d in JobDeletion._get_collection().find({"at": {"$gte": since}}, {"_id": 1})]
         embedded, removed, refill = [], [], []
         with self.lock:
+            removed += [i for i in deleted if self.index is not None and i in self.index]
             for doc in changed:
                 emb = doc.get("embedding") or {}
                 usable = (doc.get("status") == "active" and emb.get("status") == "completed"

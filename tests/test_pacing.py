@@ -1,0 +1,43 @@
+"""A draining worker gives way to the API's reads: it probes the database before each write command."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jobflow import pacing, queue
+from jobflow.models import Job
+
+
+@pytest.fixture
+def paced():
+    before = (pacing.state.target, pacing.state.probes, pacing.state.waits, pacing.state.waited)
+    yield pacing.state
+    pacing.state.target, pacing.state.probes, pacing.state.waits, pacing.state.waited = before
+
+
+def test_off_means_no_probe_and_no_wait(app, paced):
+    pacing.configure(0)
+    assert pacing.before_write() == 0.0 and paced.probes == 0 and paced.waits == 0
+
+
+def test_a_probe_slower_than_the_target_waits_twice_its_time(app, paced):
+    pacing.configure(0.001)                      # one microsecond: any round trip to the database is slower
+    started = time.perf_counter()
+    waited = pacing.before_write()
+    took = time.perf_counter() - started
+    assert 0 < waited <= pacing.MAX_WAIT and took >= waited
+    assert paced.probes == 1 and paced.waits == 1 and paced.waited == pytest.approx(waited)
+    pacing.configure(10_000)                     # ten seconds: never slower
+    assert pacing.before_write() == 0.0 and paced.probes == 2 and paced.waits == 1
+
+
+def test_queue_writes_are_paced_a_command_at_a_time(app, paced):
+    """A claim and a completion of 120 items are three write commands each (50 items a command), each probed."""
+    from bson import ObjectId
+    queue.enqueue_many([ObjectId() for _ in range(120)])
+    pacing.configure(10_000)
+    claimed = queue.claim("w1", 120)
+    assert len(claimed) == 120 and paced.probes == 3
+    assert queue.complete([d["_id"] for d in claimed], "w1", queue.QueuePolicy()) == 120 and paced.probes == 6
+    assert Job._get_collection().find_one({"_id": pacing._PROBE_ID}) is None   # the probe reads no job
