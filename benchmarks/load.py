@@ -417,6 +417,10 @@ def run(args) -> int:
                 log(f"wrk {connections} connections: {row['achieved']:.0f}/s, p50 {row['p50']:.1f} ms, "
                     f"p99 {row['p99']:.1f} ms, errors {row['errors']}")
         remaining = backlog_left()
+        stats = [line for line in (folder / "worker.log").read_text(errors="replace").splitlines()
+                 if "WORKER STATS" in line] if (folder / "worker.log").exists() else []
+        if stats:
+            log("the worker's last stats: " + stats[-1].split("WORKER STATS", 1)[1].strip())
         if args.slow_ops:
             report_slow_ops(args.slow_ops)
     finally:

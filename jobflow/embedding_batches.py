@@ -50,8 +50,11 @@ class BatchProcessing:
         batch_id = uuid.uuid4().hex[:8]
         self.current_batch = {"id": batch_id, "size": len(items), "startedAt": utcnow()}
         started = time.monotonic()
-        jobs = {j["_id"]: j for j in Job._get_collection().find({"_id": {"$in": [i["jobId"] for i in items]}},
-                                                                 EMBEDDING_STATE_FIELDS)}
+        job_ids = [i["jobId"] for i in items]
+        # A read of 50 jobs at a time: the embedded database holds its readers back while it gathers one answer.
+        jobs = {j["_id"]: j for start in range(0, len(job_ids), WRITE_CHUNK)
+                for j in Job._get_collection().find({"_id": {"$in": job_ids[start:start + WRITE_CHUNK]}},
+                                                    EMBEDDING_STATE_FIELDS)}
         to_embed: list[WorkEntry] = []
         current: list[dict] = []
         for item in items:

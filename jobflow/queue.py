@@ -31,10 +31,10 @@ PRIORITY_RECOMPUTE = 1   # bulk re-embedding asked for by an admin
 
 ERROR_HISTORY_KEEP = 20
 # A sorted read of the due items keeps this many claims' worth of candidates, for at most this long.
-CANDIDATE_ROUNDS = 8
-CANDIDATE_SECONDS = 30.0
-# Items per write command: on the embedded database a command holds its collection while it runs
-# (about 6 ms an item during a drain), and reads wait behind it, so no command takes hundreds.
+CANDIDATE_ROUNDS = 16
+CANDIDATE_SECONDS = 60.0
+# Items per command: on the embedded database a read holds every other reader back while it gathers its
+# answer, and a write command competes with them for the one process, so no command takes hundreds.
 WRITE_CHUNK = 50
 CLAIM_ORDER = [("priority", -1), ("nextAttemptAt", 1), ("createdAt", 1)]
 
@@ -141,8 +141,9 @@ def claim(owner: str, limit: int, task_type: str = GENERATE_EMBEDDING) -> list[d
                     for chunk in _chunks(candidates))
         if taken:
             # This owner claims one batch at a time, so lockedBy and lockedAt name exactly this round's items.
-            mine = {d["_id"]: d for d in _coll().find({"_id": {"$in": candidates}, "status": "processing",
-                                                      "lockedBy": owner, "lockedAt": now})}
+            mine = {d["_id"]: d for chunk in _chunks(candidates, paced=False)
+                    for d in _coll().find({"_id": {"$in": chunk}, "status": "processing", "lockedBy": owner,
+                                           "lockedAt": now})}
             have = {d["_id"] for d in claimed}
             claimed += [mine[i] for i in candidates if i in mine and i not in have]
     return claimed
@@ -211,10 +212,11 @@ def complete(item_ids: Iterable, owner: str, policy: QueuePolicy) -> int:
                                    update).modified_count for chunk in _chunks(ids))
 
 
-def _chunks(ids: list) -> Iterable[list]:
-    """Ids a write command at a time; a draining worker gives way to the API's reads before each (pacing)."""
+def _chunks(ids: list, paced: bool = True) -> Iterable[list]:
+    """Ids a command at a time; before each write a draining worker gives way to the API's reads (pacing)."""
     for start in range(0, len(ids), WRITE_CHUNK):
-        pacing.before_write()
+        if paced:
+            pacing.before_write()
         yield ids[start:start + WRITE_CHUNK]
 
 

@@ -12,6 +12,7 @@ from jobflow.models import Job
 @pytest.fixture
 def paced():
     before = (pacing.state.target, pacing.state.probes, pacing.state.waits, pacing.state.waited)
+    pacing.state.probes, pacing.state.waits, pacing.state.waited = 0, 0, 0.0
     yield pacing.state
     pacing.state.target, pacing.state.probes, pacing.state.waits, pacing.state.waited = before
 
