@@ -170,7 +170,7 @@ SETTINGS: list[Setting] = [
     Setting("EMBEDDING_WORKER_ENABLED", "true", _bool, "claim and embed queue items; false = a worker claims nothing but still checks alerts and records metrics", group="Worker"),
     Setting("EMBEDDING_WORKER_INTERVAL", "5000", _int(100), "queue poll interval when idle, ms", group="Worker"),
     Setting("EMBEDDING_MAX_CONCURRENT", "3", _int(1, 64), "provider calls in flight at once", group="Worker"),
-    Setting("WORKER_YIELD_LATENCY", "50", _int(0, 10000), "a draining worker times one read by _id before each write command and, when it took longer than this, waits twice that long so the API's reads catch up (0 = never wait), ms", group="Worker"),
+    Setting("WORKER_YIELD_LATENCY", "30", _int(0, 10000), "a draining worker times one read by _id before each write command and, when it took longer than this, waits twice that long so the API's reads catch up (0 = never wait), ms", group="Worker"),
     Setting("EMBEDDING_BATCH_SIZE", "500", _int(1, 100000), "rows per block when recomputing similarity", group="Worker"),
     # Queue
     Setting("QUEUE_MAX_ATTEMPTS", "3", _int(1, 100), "attempts before an item is failed", group="Queue"),

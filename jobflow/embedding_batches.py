@@ -160,7 +160,7 @@ class BatchProcessing:
                 "embedding.retries": int(entry.item.get("attempts", 1)) - 1}})
                 for entry, vector, tokens in good]
             for start in range(0, len(ops), WRITE_CHUNK):
-                pacing.before_write()
+                pacing.give_way()
                 Job._get_collection().bulk_write(ops[start:start + WRITE_CHUNK], ordered=False)
             if self.lists is not None:
                 self.lists.on_embedded([entry.job["_id"] for entry, _, _ in good], [vector for _, vector, _ in good],

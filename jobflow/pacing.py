@@ -42,7 +42,7 @@ def configure(target_ms: float) -> None:
     state.target = max(target_ms, 0) / 1000
 
 
-def before_write() -> float:
+def give_way() -> float:
     """Probe the database before a write command; wait when reads are queueing. Seconds waited."""
     if not state.target:
         return 0.0

@@ -216,7 +216,7 @@ def _chunks(ids: list, paced: bool = True) -> Iterable[list]:
     """Ids a command at a time; before each write a draining worker gives way to the API's reads (pacing)."""
     for start in range(0, len(ids), WRITE_CHUNK):
         if paced:
-            pacing.before_write()
+            pacing.give_way()
         yield ids[start:start + WRITE_CHUNK]
 
 

@@ -19,18 +19,18 @@ def paced():
 
 def test_off_means_no_probe_and_no_wait(app, paced):
     pacing.configure(0)
-    assert pacing.before_write() == 0.0 and paced.probes == 0 and paced.waits == 0
+    assert pacing.give_way() == 0.0 and paced.probes == 0 and paced.waits == 0
 
 
 def test_a_probe_slower_than_the_target_waits_twice_its_time(app, paced):
     pacing.configure(0.001)                      # one microsecond: any round trip to the database is slower
     started = time.perf_counter()
-    waited = pacing.before_write()
+    waited = pacing.give_way()
     took = time.perf_counter() - started
     assert 0 < waited <= pacing.MAX_WAIT and took >= waited
     assert paced.probes == 1 and paced.waits == 1 and paced.waited == pytest.approx(waited)
     pacing.configure(10_000)                     # ten seconds: never slower
-    assert pacing.before_write() == 0.0 and paced.probes == 2 and paced.waits == 1
+    assert pacing.give_way() == 0.0 and paced.probes == 2 and paced.waits == 1
 
 
 def test_queue_writes_are_paced_a_command_at_a_time(app, paced):

@@ -189,7 +189,7 @@ class SimilarLists:
         # In small bulk writes: a database that serves one request at a time (SecantusDB) answers the API's
         # reads between them instead of after a whole flush, and a worker gives way when they queue (pacing).
         for start in range(0, len(ops), WRITE_CHUNK):
-            pacing.before_write()
+            pacing.give_way()
             self._coll().bulk_write(ops[start:start + WRITE_CHUNK], ordered=False)
         return len(ops)
 
