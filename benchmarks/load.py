@@ -165,6 +165,12 @@ def seed(embedded: int, backlog: int) -> list[str]:
     return [str(i) for i in ids]
 
 
+def completed_since(since) -> int:
+    """Queue items completed since ``since`` (read through the (status, finishedAt) index)."""
+    from jobflow.models import QueueItem
+    return QueueItem._get_collection().count_documents({"status": "completed", "finishedAt": {"$gte": since}})
+
+
 def backlog_left() -> int:
     from jobflow.models import QueueItem
     return QueueItem._get_collection().count_documents({"status": {"$in": ["pending", "processing"]}})
@@ -353,6 +359,7 @@ def report_slow_ops(slowms: int) -> None:
 def run(args) -> int:
     from jobflow.db import EmbeddedServer, connect, free_port
     from jobflow.models import ensure_indexes
+    from jobflow.timeutil import utcnow
 
     folder = Path(tempfile.mkdtemp(prefix="jobflow-load-"))
     stack = Stack(folder)
@@ -393,9 +400,9 @@ def run(args) -> int:
             slow_ops_on(args.slow_ops)
         load_before = os.getloadavg()
         for rate in args.rates:
-            left = backlog_left()
+            started = utcnow()
             row = run_step(port, ids, rate, args.step_seconds, rng)
-            row["drained"] = left - backlog_left()
+            row["drained"] = completed_since(started)          # counted after the step, not during it
             row["loadavg"] = os.getloadavg()[0]
             rows.append(row)
             log(f"target {rate}/s: achieved {row['achieved']:.0f}/s, p50 {row['p50']:.1f} ms, "
@@ -409,9 +416,9 @@ def run(args) -> int:
         wrk = find_wrk(args.wrk)
         if wrk:
             for connections in (4, 16):
-                left = backlog_left()
+                started = utcnow()
                 row = run_wrk(wrk, port, ids, connections, int(args.step_seconds), folder)
-                row["drained"] = left - backlog_left()
+                row["drained"] = completed_since(started)
                 row["loadavg"] = os.getloadavg()[0]
                 rows.append(row)
                 log(f"wrk {connections} connections: {row['achieved']:.0f}/s, p50 {row['p50']:.1f} ms, "
