@@ -7,6 +7,7 @@ share one queue: claims are atomic and every write checks ownership.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import socket
@@ -104,6 +105,7 @@ class Worker(BatchProcessing):
                                   block_size=self.settings["EMBEDDING_BATCH_SIZE"],
                                   language_balance=self.settings.get("SIMILARITY_LANGUAGE_BALANCE", True))
         self.lists.load()
+        trim_memory()
         if self.lists.stored_lists_stale():
             # Lists were written under another correction (the setting changed, or a new fit was adopted while no
             # worker ran): every list again, by the first worker to check.
@@ -177,8 +179,10 @@ class Worker(BatchProcessing):
             # A drain just ended: fit the language correction now rather than at the next minute's check, so
             # an import's lists are balanced as soon as it is embedded (same lease, same rule).
             self.recompute_if_due()
-        if done and self.idle and language.release():
-            log.debug("drain ended: language detector released")
+        if done and self.idle:
+            if language.release():
+                log.debug("drain ended: language detector released")
+            trim_memory()
         return done
 
     def note_database_error(self) -> None:
@@ -315,6 +319,15 @@ class Worker(BatchProcessing):
                      # Switched off on purpose (setting or rollback): alive, but nothing will be embedded.
                      "disabled": not self.claiming or self.reason == "disabled by rollback"},
             "$setOnInsert": {"startedAt": utcnow()}}, upsert=True)
+
+
+def trim_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc): a load or a drain leaves tens of megabytes
+    of freed documents there, which RSS would otherwise keep counting. A no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def run_worker_process(app) -> int:
