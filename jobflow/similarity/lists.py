@@ -32,7 +32,7 @@ log = logging.getLogger("jobflow.similarity")
 SYNC_MARGIN = timedelta(seconds=5)      # re-read a little of the past: clocks of hosts differ
 RECONCILE_PAGE = 200                    # ids per query when reconciling
 RECONCILE_EVERY = 60.0                  # seconds between full id reconciliations
-LOAD_CHUNK = 5000
+LOAD_CHUNK = 1000
 WRITE_CHUNK = 50                        # lists per bulk write
 RAW_BLOCK = 1000                        # rows a refit reads back at once (float64 temporaries: 12 MB at 1536-d)
 REFIT_MOVEMENT = 0.05                   # a new correction is adopted (and every list recomputed) past this movement
