@@ -275,7 +275,8 @@ def test_the_overview_shows_chart_points_and_the_tokens_spent(aio):
 
 
 def test_deleting_a_job_takes_its_queue_items_with_it(aio):
-    """README, JSON API: "DELETE /api/jobs/<id>: delete; its queue items and its place in other lists go with it"."""
+    """README, JSON API: DELETE takes the job's queue items with it, every answer leaves it out at once, and the
+    worker rewrites the lists that held it within seconds."""
     aio.provider.max_input_tokens = MAX_INPUT_TOKENS        # the provider refuses long postings again
     status, body = api("POST", aio.base + "/api/jobs", {
         "title": "Night Porter", "category": "Hospitality & Tourism", "location": "Durres",
@@ -289,6 +290,17 @@ def test_deleting_a_job_takes_its_queue_items_with_it(aio):
     assert api("GET", f"{aio.base}/api/jobs/{gone}")[0] == 404
     left = list(aio.db.jobqueues.find({"jobId": gone}, {"_id": 0, "status": 1, "lastError": 1}))
     assert left == [], f"queue items of the deleted job: {left}"
+
+    # An embedded job that other lists hold: every answer leaves it out at once, and the worker's index sync
+    # rewrites the stored lists that held it.
+    holder = aio.db.jobs.find_one({"status": "active", "similarJobs.0": {"$exists": True}})
+    listed = holder["similarJobs"][0]["jobId"]
+    status, body = api("DELETE", f"{aio.base}/api/jobs/{listed}", token=TOKEN)
+    assert status == 204, body
+    status, body = api("GET", f"{aio.base}/api/jobs/{holder['_id']}/similar")
+    assert status == 200 and str(listed) not in [e["job"]["id"] for e in body["similarJobs"]], body
+    wait_until("no stored list holds the deleted job", lambda: aio.db.jobs.count_documents(
+        {"similarJobs.jobId": listed}) == 0, 60, processes=[aio.app])
 
 
 def test_each_alert_was_emailed_once_open_and_once_resolved_and_the_logs_are_clean(aio):
