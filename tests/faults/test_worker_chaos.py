@@ -43,9 +43,10 @@ STUCK_TIMEOUT_MS = 8000   # the killed worker is dead after 5 s (WORKER_DEAD_THR
 def test_three_workers_race_while_one_is_killed_and_one_is_terminated(app, db_uri, tmp_path, procs):
     ids = add_jobs(1200)
     with EmbeddingsServer(latency=0.6) as provider:
-        # One call at a time: each worker claims 128 jobs per batch (4 calls, 2.4 s: a flush after every batch),
-        # so all three get work and each claims several times.
-        env = worker_env(db_uri, provider, tmp_path, QUEUE_STUCK_TIMEOUT=STUCK_TIMEOUT_MS, EMBEDDING_MAX_CONCURRENT=1)
+        # One call at a time: each worker claims 128 jobs per batch (4 calls, 2.4 s: with lists flushed every 2 s,
+        # a flush after every batch), so all three get work and each claims several times.
+        env = worker_env(db_uri, provider, tmp_path, QUEUE_STUCK_TIMEOUT=STUCK_TIMEOUT_MS, EMBEDDING_MAX_CONCURRENT=1,
+                         SIMILARITY_FLUSH_INTERVAL=2000)
         doomed, leaving, survivor = (procs.worker(env) for _ in range(3))
         everyone = [doomed, leaving, survivor]
         wait_until(lambda: all(status_of_pid(w.pid).get("workerId") for w in everyone), 60, "three workers",
