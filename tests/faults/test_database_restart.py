@@ -46,7 +46,9 @@ def test_database_killed_and_restarted_under_web_and_worker(tmp_path, make_app, 
         with app.app_context(), EmbeddingsServer(latency=0.2) as provider:
             ids = add_jobs(JOBS)
             port = free_port()
-            env = worker_env(uri, provider, tmp_path, PORT=port, HOST="127.0.0.1", WEB_CONCURRENCY=2)
+            # Lists flushed after every batch, so items complete batch by batch and the kill finds both kinds.
+            env = worker_env(uri, provider, tmp_path, PORT=port, HOST="127.0.0.1", WEB_CONCURRENCY=2,
+                             SIMILARITY_FLUSH_INTERVAL=0)
             web = procs.gunicorn(env)
             worker = procs.worker(env)
             base = f"http://127.0.0.1:{port}"
