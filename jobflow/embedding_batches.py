@@ -25,7 +25,6 @@ from .embeddings.language import job_language
 from .embeddings.text import EMBEDDING_STATE_FIELDS, TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
 from .models import Job, WorkerStatus
 from .models.fields import vector_to_bson
-from .queue import WRITE_CHUNK
 from .timeutil import utcnow
 
 log = logging.getLogger("jobflow.worker")
@@ -52,9 +51,8 @@ class BatchProcessing:
         started = time.monotonic()
         job_ids = [i["jobId"] for i in items]
         # A read of 50 jobs at a time: the embedded database holds its readers back while it gathers one answer.
-        jobs = {j["_id"]: j for start in range(0, len(job_ids), WRITE_CHUNK)
-                for j in Job._get_collection().find({"_id": {"$in": job_ids[start:start + WRITE_CHUNK]}},
-                                                    EMBEDDING_STATE_FIELDS)}
+        jobs = {j["_id"]: j for chunk in pacing.chunks(job_ids, paced=False)
+                for j in Job._get_collection().find({"_id": {"$in": chunk}}, EMBEDDING_STATE_FIELDS)}
         to_embed: list[WorkEntry] = []
         current: list[dict] = []
         for item in items:
@@ -159,9 +157,8 @@ class BatchProcessing:
                 "embedding.generatedAt": now, "embedding.error": None,
                 "embedding.retries": int(entry.item.get("attempts", 1)) - 1}})
                 for entry, vector, tokens in good]
-            for start in range(0, len(ops), WRITE_CHUNK):
-                pacing.give_way()
-                Job._get_collection().bulk_write(ops[start:start + WRITE_CHUNK], ordered=False)
+            for chunk in pacing.chunks(ops):
+                Job._get_collection().bulk_write(chunk, ordered=False)
             if self.lists is not None:
                 self.lists.on_embedded([entry.job["_id"] for entry, _, _ in good], [vector for _, vector, _ in good],
                                        [entry.digest for entry, _, _ in good], [entry.language for entry, _, _ in good],

@@ -14,11 +14,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 from bson import ObjectId
 
 from .models import Job
 
+# Documents per command: on the embedded database a read holds every other reader back while it gathers its
+# answer, and a write command competes with them for the one process, so no command carries hundreds.
+CHUNK = 50
 MAX_WAIT = 1.0          # seconds of one wait
 WAIT_FACTOR = 2.0       # a wait is this many times the probe's time
 _PROBE_ID = ObjectId("000000000000000000000000")   # no job has it: a point read by _id, like the API's
@@ -59,3 +63,11 @@ def give_way() -> float:
         state.waits += 1
         state.waited += pause
     return pause
+
+
+def chunks(items: Sequence, paced: bool = True) -> Iterator[Sequence]:
+    """``items`` CHUNK at a time, one command each; before each (``paced``: a write) the worker gives way."""
+    for start in range(0, len(items), CHUNK):
+        if paced:
+            give_way()
+        yield items[start:start + CHUNK]

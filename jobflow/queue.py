@@ -33,9 +33,6 @@ ERROR_HISTORY_KEEP = 20
 # A sorted read of the due items keeps this many claims' worth of candidates, for at most this long.
 CANDIDATE_ROUNDS = 16
 CANDIDATE_SECONDS = 60.0
-# Items per command: on the embedded database a read holds every other reader back while it gathers its
-# answer, and a write command competes with them for the one process, so no command takes hundreds.
-WRITE_CHUNK = 50
 CLAIM_ORDER = [("priority", -1), ("nextAttemptAt", 1), ("createdAt", 1)]
 
 
@@ -138,10 +135,10 @@ def claim(owner: str, limit: int, task_type: str = GENERATE_EMBEDDING) -> list[d
         if not candidates:
             break
         taken = sum(_coll().update_many({"_id": {"$in": chunk}, **due}, take).modified_count
-                    for chunk in _chunks(candidates))
+                    for chunk in pacing.chunks(candidates))
         if taken:
             # This owner claims one batch at a time, so lockedBy and lockedAt name exactly this round's items.
-            mine = {d["_id"]: d for chunk in _chunks(candidates, paced=False)
+            mine = {d["_id"]: d for chunk in pacing.chunks(candidates, paced=False)
                     for d in _coll().find({"_id": {"$in": chunk}, "status": "processing", "lockedBy": owner,
                                            "lockedAt": now})}
             have = {d["_id"] for d in claimed}
@@ -209,15 +206,7 @@ def complete(item_ids: Iterable, owner: str, policy: QueuePolicy) -> int:
     now = utcnow()
     update = {"$set": _finish_update("completed", policy, now), "$unset": {"lockedBy": "", "lockedAt": ""}}
     return sum(_coll().update_many({"_id": {"$in": chunk}, "status": "processing", "lockedBy": owner},
-                                   update).modified_count for chunk in _chunks(ids))
-
-
-def _chunks(ids: list, paced: bool = True) -> Iterable[list]:
-    """Ids a command at a time; before each write a draining worker gives way to the API's reads (pacing)."""
-    for start in range(0, len(ids), WRITE_CHUNK):
-        if paced:
-            pacing.give_way()
-        yield ids[start:start + WRITE_CHUNK]
+                                   update).modified_count for chunk in pacing.chunks(ids))
 
 
 def skip(item_id, owner: str, reason: str, policy: QueuePolicy) -> bool:

@@ -33,7 +33,6 @@ SYNC_MARGIN = timedelta(seconds=5)      # re-read a little of the past: clocks o
 RECONCILE_PAGE = 200                    # ids per query when reconciling
 RECONCILE_EVERY = 60.0                  # seconds between full id reconciliations
 LOAD_CHUNK = 1000
-WRITE_CHUNK = 50                        # lists per bulk write
 RAW_BLOCK = 1000                        # rows a refit reads back at once (float64 temporaries: 12 MB at 1536-d)
 REFIT_MOVEMENT = 0.05                   # a new correction is adopted (and every list recomputed) past this movement
 REFIT_CHURN = 0.05                      # a refit is tried once this share of the jobs came or went since the last
@@ -188,9 +187,8 @@ class SimilarLists:
             "similarityMetadata": meta}}) for job_id in ids]
         # In small bulk writes: a database that serves one request at a time (SecantusDB) answers the API's
         # reads between them instead of after a whole flush, and a worker gives way when they queue (pacing).
-        for start in range(0, len(ops), WRITE_CHUNK):
-            pacing.give_way()
-            self._coll().bulk_write(ops[start:start + WRITE_CHUNK], ordered=False)
+        for chunk in pacing.chunks(ops):
+            self._coll().bulk_write(chunk, ordered=False)
         return len(ops)
 
     # ----- changes --------------------------------------------------------------------------------
