@@ -172,16 +172,18 @@ class Worker(BatchProcessing):
                     self._unsettled = True
                     raise
                 done += len(items)
-        if self.unflushed or (self.lists is not None and self.lists.dirty):
-            with self._busy:                        # the queue is empty, or the worker stops or must wait
-                self.flush_lists()
         drained = done and self.idle
         if drained and language.release():    # before the refit: its peak need not hold the model too
             log.debug("drain ended: language detector released")
         if done and self.lists is not None and self.lists.refit_due() and not self.stopping.is_set():
             # A drain just ended: fit the language correction now rather than at the next minute's check, so
-            # an import's lists are balanced as soon as it is embedded (same lease, same rule).
+            # an import's lists are balanced as soon as it is embedded (same lease, same rule). Before the last
+            # flush: a fit that is adopted rewrites every list, the ones waiting for the flush first, and the
+            # flush then writes only what changed since (each list once, not twice).
             self.recompute_if_due()
+        if self.unflushed or (self.lists is not None and self.lists.dirty):
+            with self._busy:                        # the queue is empty, or the worker stops or must wait
+                self.flush_lists()
         if drained:
             trim_memory()
         return done

@@ -12,7 +12,7 @@ from jobflow import queue
 from jobflow.embeddings import provider_model
 from jobflow.embeddings.language import detect, job_language, normalise
 from jobflow.importer import DEMO_DIR
-from jobflow.models import CorrectionHeader, Job
+from jobflow.models import CorrectionHeader, Job, QueueItem
 from jobflow.models.fields import vector_to_bson
 from jobflow.ops import recompute
 from jobflow.similarity import stored_correction
@@ -333,6 +333,47 @@ def test_openai_worker_lists_cross_languages_only_when_balanced(make_app, server
             assert crossing == 1.0 and same_role == 1.0     # every list holds the role in the other language
         else:
             assert head == {} and crossing == 0.0             # raw: language first, the other one never listed
+
+
+def test_a_drain_that_ends_in_a_new_fit_writes_each_list_once_at_its_end(make_app, server):
+    """The drain's end fits the correction before its last flush: the adopted fit writes every list, the ones
+    waiting for the flush among them, once; only then are the items completed."""
+    app = make_app(EMBEDDING_PROVIDER="openai", OPENAI_API_KEY=KEY, OPENAI_BASE_URL=server.base_url,
+                   SIMILARITY_TOP_N=3, SIMILARITY_FLUSH_INTERVAL=600000)       # no flush before the drain's end
+    with app.app_context():
+        now = utcnow()
+        ids = Job._get_collection().insert_many([{"status": "active", "createdAt": now, "updatedAt": now, **j}
+                                                 for j in bilingual_postings()]).inserted_ids
+        queue.enqueue_many(ids, priority=queue.PRIORITY_LIVE)
+        worker = Worker.from_app(app)
+        worker.start(scheduler=False)
+        worker.claim_size = 12                      # four batches, every list waiting for the drain's end
+        written, completed_after = [], []
+        write, complete = worker.lists._write, queue.complete
+
+        def counted_write(job_ids):
+            job_ids = list(job_ids)
+            written.extend(job_ids)
+            return write(job_ids)
+
+        def noted_complete(items, *args, **kwargs):
+            completed_after.append(len(written))
+            return complete(items, *args, **kwargs)
+        worker.lists._write = counted_write
+        queue.complete = noted_complete
+        try:
+            while worker.process_queue():
+                pass
+        finally:
+            queue.complete = complete
+        head = stored_correction.header(worker.provider.model)
+        assert head["version"] == head["listsVersion"] == 1
+        assert sorted(written) == sorted(ids)                           # each list written once, not twice
+        assert completed_after == [len(ids)]                            # the items after every list
+        assert {d["status"] for d in QueueItem._get_collection().find({})} == {"completed"}
+        stored_lists = {d["_id"]: d.get("similarJobs") for d in Job._get_collection().find({}, {"similarJobs": 1})}
+        assert all(len(entries) == 3 for entries in stored_lists.values())
+        assert not worker.lists.dirty and not worker.unflushed
 
 
 # ----- what callers and admins see -------------------------------------------------------------------------------

@@ -185,6 +185,7 @@ class SimilarLists:
         ops = [UpdateOne({"_id": job_id}, {"$set": {
             "similarJobs": [{"jobId": other, "score": round(score, 6)} for other, score in self.lists.get(job_id, [])],
             "similarityMetadata": meta}}) for job_id in ids]
+        self.dirty.difference_update(ids)   # written as they are in memory (the caller holds the lock)
         # In small bulk writes: a database that serves one request at a time (SecantusDB) answers the API's
         # reads between them instead of after a whole flush, and a worker gives way when they queue (pacing).
         for chunk in pacing.chunks(ops):
@@ -471,7 +472,8 @@ class SimilarLists:
     def write_all(self, progress: Callable[[int, int], None] = lambda done, total: None) -> int:
         """Write every list as it is in memory, a block at a time; records the correction the lists were made with."""
         with self.lock:
-            ids = list(self.lists)
+            # Lists waiting for a flush first: at a drain's end they were held back for this write (process_queue).
+            ids = sorted(self.lists, key=lambda i: i not in self.dirty)
         total, done = len(ids), 0
         for start in range(0, total, self.block_size):
             with self.lock:
