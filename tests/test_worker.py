@@ -211,8 +211,12 @@ def test_lists_are_coalesced_and_written_within_the_flush_bound(openai_settings,
                 return
             time.sleep(0.05)
     worker.process_batch = timed
-    write, writes = worker.lists._write, []
-    worker.lists._write = lambda job_ids: writes.append(len(list(job_ids))) or write(job_ids)
+    flush, writes = worker.lists.flush, []
+
+    def counted_flush():
+        writes.append(flush())                          # the lists this flush wrote
+        return writes[-1]
+    worker.lists.flush = counted_flush
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:

@@ -56,6 +56,9 @@ class SimilarLists:
         self.reverse: dict[ObjectId, set[ObjectId]] = defaultdict(set)
         self.hashes: dict[ObjectId, str] = {}
         self.lock = threading.RLock()
+        # Held while lists are written and taken while holding ``lock`` (never the other way round): a flush
+        # writes outside ``lock``, and no write of lists taken later lands before it.
+        self._write_order = threading.Lock()
         self.synced_at = None
         self._last_reconcile = 0.0
         # Language balance: vectors enter the index corrected; a job's language and its corrected vector's length
@@ -176,21 +179,28 @@ class SimilarLists:
         return changed
 
     def _write(self, ids: Iterable[ObjectId]) -> int:
+        """Write these lists as they are in memory, now (the caller holds the lock)."""
         ids = list(ids)
-        if not ids:
-            return 0
+        ops = self._ops(ids)
+        self.dirty.difference_update(ids)   # written as they are in memory
+        with self.lock, self._write_order:
+            self._send(ops)
+        return len(ops)
+
+    def _ops(self, ids: Iterable[ObjectId]) -> list[UpdateOne]:
+        """The updates that store these lists as they are in memory (the caller holds the lock)."""
         now = utcnow()
         meta = {"computedAt": now, "model": self.model, "comparedWith": len(self), "topN": self.top_n,
                 "minScore": self.min_score}
-        ops = [UpdateOne({"_id": job_id}, {"$set": {
+        return [UpdateOne({"_id": job_id}, {"$set": {
             "similarJobs": [{"jobId": other, "score": round(score, 6)} for other, score in self.lists.get(job_id, [])],
             "similarityMetadata": meta}}) for job_id in ids]
-        self.dirty.difference_update(ids)   # written as they are in memory (the caller holds the lock)
+
+    def _send(self, ops: list[UpdateOne]) -> None:
         # In small bulk writes: a database that serves one request at a time (SecantusDB) answers the API's
         # reads between them instead of after a whole flush, and a worker gives way when they queue (pacing).
         for chunk in pacing.chunks(ops):
             self._coll().bulk_write(chunk, ordered=False)
-        return len(ops)
 
     # ----- changes --------------------------------------------------------------------------------
     def on_embedded(self, ids: list[ObjectId], vectors: list[np.ndarray], hashes: list[str | None],
@@ -227,14 +237,28 @@ class SimilarLists:
             return self._write(changed)
 
     def flush(self) -> int:
-        """Write every list marked dirty by deferred changes, as it is now in memory; how many."""
+        """Write every list marked dirty by deferred changes, as it is now in memory; how many.
+
+        The lists are taken under the lock and written outside it, so the batches that go on changing lists in
+        memory meanwhile do not wait for the database; list writes still land in the order they were taken.
+        """
         with self.lock:
             ids, self.dirty = list(self.dirty), set()
-            try:
-                return self._write(ids)
-            except Exception:
+            ops = self._ops(ids)
+            self._write_order.acquire()    # taken under the lock: writes land in the order their lists were taken
+        try:
+            self._send(ops)
+        except Exception:
+            failed = True
+        else:
+            failed = False
+        finally:
+            self._write_order.release()
+        if failed:
+            with self.lock:
                 self.dirty.update(ids)      # still to write: the caller settles after the error
-                raise
+            raise
+        return len(ops)
 
     def _differs_from_stored(self, ids: list[ObjectId]) -> list[ObjectId]:
         stored = {d["_id"]: [(s["jobId"], round(float(s["score"]), 6)) for s in d.get("similarJobs") or []]
