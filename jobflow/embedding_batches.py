@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import NamedTuple
 
@@ -51,7 +52,7 @@ class BatchProcessing:
         started = time.monotonic()
         job_ids = [i["jobId"] for i in items]
         # A read of 50 jobs at a time: the embedded database holds its readers back while it gathers one answer.
-        jobs = {j["_id"]: j for chunk in pacing.chunks(job_ids, paced=False)
+        jobs = {j["_id"]: j for chunk in pacing.chunks(job_ids)
                 for j in Job._get_collection().find({"_id": {"$in": chunk}}, EMBEDDING_STATE_FIELDS)}
         to_embed: list[WorkEntry] = []
         current: list[dict] = []
@@ -157,12 +158,12 @@ class BatchProcessing:
                 "embedding.generatedAt": now, "embedding.error": None,
                 "embedding.retries": int(entry.item.get("attempts", 1)) - 1}})
                 for entry, vector, tokens in good]
-            for chunk in pacing.chunks(ops):
-                Job._get_collection().bulk_write(chunk, ordered=False)
-            if self.lists is not None:
-                self.lists.on_embedded([entry.job["_id"] for entry, _, _ in good], [vector for _, vector, _ in good],
-                                       [entry.digest for entry, _, _ in good], [entry.language for entry, _, _ in good],
-                                       defer=True)
+            ids = [entry.job["_id"] for entry, _, _ in good]
+            with self.lists.store(ids) if self.lists is not None else nullcontext():
+                pacing.write_chunks(ops, lambda chunk: Job._get_collection().bulk_write(chunk, ordered=False))
+                if self.lists is not None:
+                    self.lists.on_embedded(ids, [vector for _, vector, _ in good], [entry.digest for entry, _, _ in good],
+                                           [entry.language for entry, _, _ in good], defer=True)
             self.complete_after_flush([entry.item["_id"] for entry, _, _ in good])
             self._count(processed=len(good), tokens=sum(t for *_, t in good))
         for entry, error in bad:

@@ -7,14 +7,16 @@ one document by ``_id``, as the similar-jobs answer does, and times it. When
 that read took longer than ``WORKER_YIELD_LATENCY``, reads are queueing: the
 worker waits twice as long as the read took (at most a second) and the reads
 catch up. With nobody reading, the probe takes about a millisecond and the
-worker never waits; ``0`` turns it off (a dedicated MongoDB, say).
+worker never waits; ``0`` turns it off (a dedicated MongoDB, say). The worker's
+write commands also take turns (``write_chunks``): its writer thread's list flush
+and its batch's writes never reach the database at the same time.
 """
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from bson import ObjectId
 
@@ -38,6 +40,7 @@ class Pacing:
 
 
 state = Pacing()
+T = TypeVar("T")
 _lock = threading.Lock()
 
 
@@ -65,9 +68,23 @@ def give_way() -> float:
     return pause
 
 
-def chunks(items: Sequence, paced: bool = True) -> Iterator[Sequence]:
-    """``items`` CHUNK at a time, one command each; before each (``paced``: a write) the worker gives way."""
+def chunks(items: Sequence) -> Iterator[Sequence]:
+    """``items`` CHUNK at a time, one command each (reads; writes go through ``write_chunks``)."""
     for start in range(0, len(items), CHUNK):
-        if paced:
-            give_way()
         yield items[start:start + CHUNK]
+
+
+_write_turn = threading.Lock()
+
+
+def write_chunks(items: Sequence, write: Callable[[Sequence], T]) -> list[T]:
+    """``write`` each CHUNK of ``items`` (one command each); before each the process gives way, and the
+    command runs on this process's write turn: the writer thread that flushes lists and the batch that stores
+    vectors or claims take turns, so the database never has more than one of this worker's writes to serve
+    beside the API's reads, and the worker's own work (the provider, the ranking) overlaps the other's write."""
+    done = []
+    for chunk in chunks(items):
+        give_way()
+        with _write_turn:
+            done.append(write(chunk))
+    return done

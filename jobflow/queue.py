@@ -134,11 +134,11 @@ def claim(owner: str, limit: int, task_type: str = GENERATE_EMBEDDING) -> list[d
         candidates = _candidates(key, due, wanted)
         if not candidates:
             break
-        taken = sum(_coll().update_many({"_id": {"$in": chunk}, **due}, take).modified_count
-                    for chunk in pacing.chunks(candidates))
+        taken = sum(pacing.write_chunks(
+            candidates, lambda chunk: _coll().update_many({"_id": {"$in": chunk}, **due}, take).modified_count))
         if taken:
             # This owner claims one batch at a time, so lockedBy and lockedAt name exactly this round's items.
-            mine = {d["_id"]: d for chunk in pacing.chunks(candidates, paced=False)
+            mine = {d["_id"]: d for chunk in pacing.chunks(candidates)
                     for d in _coll().find({"_id": {"$in": chunk}, "status": "processing", "lockedBy": owner,
                                            "lockedAt": now})}
             have = {d["_id"] for d in claimed}
@@ -205,8 +205,8 @@ def complete(item_ids: Iterable, owner: str, policy: QueuePolicy) -> int:
         return 0
     now = utcnow()
     update = {"$set": _finish_update("completed", policy, now), "$unset": {"lockedBy": "", "lockedAt": ""}}
-    return sum(_coll().update_many({"_id": {"$in": chunk}, "status": "processing", "lockedBy": owner},
-                                   update).modified_count for chunk in pacing.chunks(ids))
+    return sum(pacing.write_chunks(ids, lambda chunk: _coll().update_many(
+        {"_id": {"$in": chunk}, "status": "processing", "lockedBy": owner}, update).modified_count))
 
 
 def skip(item_id, owner: str, reason: str, policy: QueuePolicy) -> bool:

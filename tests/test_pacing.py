@@ -42,3 +42,41 @@ def test_queue_writes_are_paced_a_command_at_a_time(app, paced):
     assert len(claimed) == 120 and paced.probes == 3
     assert queue.complete([d["_id"] for d in claimed], "w1", queue.QueuePolicy()) == 120 and paced.probes == 6
     assert Job._get_collection().find_one({"_id": pacing._PROBE_ID}) is None   # the probe reads no job
+
+
+def test_two_threads_of_a_worker_take_turns_at_write_commands(app, paced):
+    """The writer thread's list flush and the batch's writes never reach the database at the same time."""
+    import threading
+    pacing.configure(0)
+    inside, most, lock = [0], [0], threading.Lock()
+
+    def write(chunk):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.01)
+        with lock:
+            inside[0] -= 1
+        return len(chunk)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(sum(pacing.write_chunks(list(range(500)), write))))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [500, 500] and most[0] == 1
+
+
+def test_a_drain_flushes_behind_its_next_batch_unless_it_gave_way_to_reads(app, paced):
+    from jobflow.worker import Worker
+    worker = Worker(dict(app.config), provider=type("P", (), {"dimensions": 8, "model": "m", "max_concurrent": 1,
+                                                             "max_batch_inputs": 8})())
+    calls = []
+    worker.flush_lists_behind = lambda: calls.append("behind")
+    worker.flush_lists = lambda: calls.append("in line")
+    worker._flush_in_drain()                      # nobody waited on the database: behind the next batch
+    paced.waits += 1                              # the worker gave way to reads since
+    worker._flush_in_drain()
+    worker._flush_in_drain()                      # no wait since the last flush
+    assert calls == ["behind", "in line", "behind"]

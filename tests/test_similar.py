@@ -87,6 +87,35 @@ def test_incremental_arrivals_keep_every_list_exact(app):
     assert_matches(reference(vectors), stored_lists())
 
 
+def test_a_sync_leaves_vectors_being_stored_to_their_own_batch(app):
+    """A sync that reads back vectors this worker is still storing does not rank them as another process's
+    (reading stored lists and writing them at once): the batch's on_embedded ranks them, for its flush."""
+    rng = np.random.default_rng(11)
+    vectors = insert_jobs(30, rng)
+    lists = computed_lists()
+    written, write = [], lists._write
+
+    def counted(ids):
+        ids = list(ids)
+        written.extend(ids)
+        return write(ids)
+    lists._write = counted
+    arriving = {}
+    with lists.store(ids := [ObjectId() for _ in range(10)]):
+        for _id in ids:                                 # the batch's vector write
+            arriving[_id] = rng.standard_normal(DIM).astype(np.float32)
+            Job._get_collection().insert_one({
+                "_id": _id, "title": "New", "status": "active", "createdAt": utcnow(), "updatedAt": utcnow(),
+                "embedding": {"status": "completed", "model": MODEL, "vector": vector_to_bson(arriving[_id]),
+                              "textHash": f"n{_id}", "generatedAt": utcnow(), "dimensions": DIM}})
+        lists.sync()                                    # the index sync runs between the write and the ranking
+        assert written == [] and not any(i in lists.index for i in ids)
+        lists.on_embedded(ids, list(arriving.values()), [f"n{i}" for i in ids], defer=True)
+    assert written == [] and set(ids) <= lists.dirty
+    lists.flush()
+    assert_matches(reference({**vectors, **arriving}), stored_lists())
+
+
 def test_new_close_job_enters_an_existing_list(app):
     rng = np.random.default_rng(4)
     vectors = insert_jobs(30, rng)

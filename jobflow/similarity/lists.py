@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from bson import ObjectId
@@ -70,6 +71,7 @@ class SimilarLists:
         self.lengths: dict[ObjectId, float] = {}
         self._churn = 0                 # jobs added or removed since the correction in force was fitted
         self.dirty: set[ObjectId] = set()   # lists changed in memory, written at the next flush
+        self.storing: set[ObjectId] = set()  # jobs whose vectors this process is storing (``store``)
 
     def __len__(self) -> int:
         return len(self.index) if self.index is not None else 0
@@ -199,10 +201,22 @@ class SimilarLists:
     def _send(self, ops: list[UpdateOne]) -> None:
         # In small bulk writes: a database that serves one request at a time (SecantusDB) answers the API's
         # reads between them instead of after a whole flush, and a worker gives way when they queue (pacing).
-        for chunk in pacing.chunks(ops):
-            self._coll().bulk_write(chunk, ordered=False)
+        pacing.write_chunks(ops, lambda chunk: self._coll().bulk_write(chunk, ordered=False))
 
     # ----- changes --------------------------------------------------------------------------------
+    @contextmanager
+    def store(self, ids: list[ObjectId]) -> Iterator[None]:
+        """Around this process's write of these jobs' vectors and its ``on_embedded``: a sync that reads
+        the new vectors back meanwhile leaves them to it, instead of ranking them as another process's
+        (which would read their neighbours' stored lists and write them at once, not at the flush)."""
+        with self.lock:
+            self.storing.update(ids)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.storing.difference_update(ids)
+
     def on_embedded(self, ids: list[ObjectId], vectors: list[np.ndarray], hashes: list[str | None],
                     languages: list[str] | None = None, only_changed: bool = False, defer: bool = False) -> int:
         """New or changed vectors (raw, as embedded): their lists and every list they enter or change; one bulk write.
@@ -323,6 +337,8 @@ class SimilarLists:
         with self.lock:
             removed += [i for i in deleted if self.index is not None and i in self.index]
             for doc in changed:
+                if doc["_id"] in self.storing:
+                    continue                # this process's own batch is storing it: its on_embedded ranks it
                 emb = doc.get("embedding") or {}
                 usable = (doc.get("status") == "active" and emb.get("status") == "completed"
                           and emb.get("model") == self.model and emb.get("vector") is not None)
