@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -93,6 +95,33 @@ class Stack:
         if self.db is not None:
             self.db.stop()
             self.db = None
+
+
+CPU_PARTS = ("database", "worker", "gunicorn", "provider", "load")
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each part of the run, child processes included."""
+    pids = {name: process.pid for name, process in stack.children}
+    if stack.db is not None and stack.db.process is not None:
+        pids["database"] = stack.db.process.pid
+    pids["load"] = os.getpid()
+    used: dict[str, float] = {}
+    for name in CPU_PARTS:
+        if name not in pids:
+            continue
+        try:
+            process = psutil.Process(pids[name])
+            family = [process] + (process.children(recursive=True) if name != "load" else [])
+            used[name] = sum(sum(p.cpu_times()[:2]) for p in family)
+        except psutil.Error:
+            continue
+    return used
+
+
+def cpu_shares(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Percent of one core each part used between two ``cpu_seconds`` readings."""
+    return {name: (after[name] - before.get(name, 0.0)) / seconds * 100 for name in CPU_PARTS if name in after}
 
 
 def start_provider(stack: Stack, latency: float) -> str:
@@ -400,14 +429,17 @@ def run(args) -> int:
             slow_ops_on(args.slow_ops)
         load_before = os.getloadavg()
         for rate in args.rates:
-            started = utcnow()
+            started, cpu_before = utcnow(), cpu_seconds(stack)
             row = run_step(port, ids, rate, args.step_seconds, rng)
+            row["cpu"] = cpu_shares(cpu_before, cpu_seconds(stack), row["seconds"])
             row["drained"] = completed_since(started)          # counted after the step, not during it
             row["loadavg"] = os.getloadavg()[0]
             rows.append(row)
             log(f"target {rate}/s: achieved {row['achieved']:.0f}/s, p50 {row['p50']:.1f} ms, "
                 f"p99 {row['p99']:.1f} ms, errors {row['errors']} {row['error_kinds'] or ''}, "
                 f"backlog drained {row['drained']:,}")
+            log("CPU, % of one core: " + ", ".join(f"{name} {share:.0f}" for name, share in row["cpu"].items())
+                + f" (all {sum(row['cpu'].values()):.0f} of {100 * (os.cpu_count() or 1)})")
             if row["slowest"]:
                 log("slowest requests: " + ", ".join(f"{ms:.0f} ms at {clock(at)}" for ms, at in row["slowest"]))
             if row["achieved"] < 0.9 * rate or row["p99"] > 1000 or row["errors"]:
@@ -444,13 +476,14 @@ def print_report(rows: list[dict], args, load_before, remaining: int) -> None:
           f"one worker draining a {args.backlog:,}-job backlog ({args.latency} s provider latency), "
           f"{os.cpu_count()} cores, load average {load_before[0]:.2f} at the start.\n")
     print("| target req/s | achieved req/s | p50 ms | p99 ms | errors | from a precomputed list "
-          "| backlog drained during the step | load avg |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| backlog drained during the step | load avg | CPU % of one core: " + " / ".join(CPU_PARTS) + " |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         target = f"{r['target']:.0f}" if isinstance(r["target"], (int, float)) else r["target"]
         cached = f"{r['cached']:.0%}" if "cached" in r else "–"
+        cpu = " / ".join(f"{r['cpu'][name]:.0f}" if name in r.get("cpu", {}) else "–" for name in CPU_PARTS)
         print(f"| {target} | {r['achieved']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} | {cached} | "
-              f"{r['drained']:,} | {r['loadavg']:.2f} |")
+              f"{r['drained']:,} | {r['loadavg']:.2f} | {cpu} |")
     best = max(held, key=lambda r: r["target"], default=None)
     print(f"\nHighest rate held with no errors and p99 under {P99_GOAL_MS:.0f} ms: "
           + (f"{best['target']:.0f} req/s (p99 {best['p99']:.1f} ms)." if best else "none of the steps."))

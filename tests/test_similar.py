@@ -168,6 +168,27 @@ def test_reconcile_drops_jobs_removed_behind_its_back_across_pages(app, monkeypa
     assert lists.reconcile() == 0
 
 
+def test_reconcile_takes_at_most_a_fiftieth_of_the_time(app, monkeypatch):
+    """Reading every indexed job back is a backstop: after one that took 40 ms the next waits 2 s or more."""
+    import time
+
+    from jobflow.similarity import lists as lists_module
+    monkeypatch.setattr(lists_module, "RECONCILE_EVERY", 0.0)
+    insert_jobs(10, np.random.default_rng(10))
+    lists = computed_lists()
+    still, runs = lists._still_qualifying, []
+
+    def slow(ids):
+        runs.append(len(ids))
+        time.sleep(0.04)
+        return still(ids)
+    lists._still_qualifying = slow
+    lists.sync()
+    assert runs == [10] and lists._reconcile_every >= 0.04 / lists_module.RECONCILE_SHARE
+    lists.sync()                                                # right after: not again
+    assert runs == [10]
+
+
 def test_endpoint_serves_the_list_without_closed_jobs(app, client):
     rng = np.random.default_rng(6)
     vectors = insert_jobs(20, rng)

@@ -32,7 +32,8 @@ log = logging.getLogger("jobflow.similarity")
 
 SYNC_MARGIN = timedelta(seconds=5)      # re-read a little of the past: clocks of hosts differ
 RECONCILE_PAGE = 200                    # ids per query when reconciling
-RECONCILE_EVERY = 60.0                  # seconds between full id reconciliations
+RECONCILE_EVERY = 60.0                  # seconds between full id reconciliations, at least
+RECONCILE_SHARE = 0.02                  # at most this share of the time goes to them (every job read back)
 LOAD_CHUNK = 1000
 RAW_BLOCK = 1000                        # rows a refit reads back at once (float64 temporaries: 12 MB at 1536-d)
 REFIT_MOVEMENT = 0.05                   # a new correction is adopted (and every list recomputed) past this movement
@@ -62,6 +63,7 @@ class SimilarLists:
         self._write_order = threading.Lock()
         self.synced_at = None
         self._last_reconcile = 0.0
+        self._reconcile_every = RECONCILE_EVERY
         # Language balance: vectors enter the index corrected; a job's language and its corrected vector's length
         # before normalising are kept, so the raw vectors can be had back to fit the correction again.
         self.language_balance = language_balance
@@ -359,17 +361,23 @@ class SimilarLists:
                 self._write(self._recompute(refill) or [])
                 self._coll().update_many({"_id": {"$in": refill}}, {"$unset": {"similarityMetadata.refill": ""}})
             self.synced_at = mark
-        if time.monotonic() - self._last_reconcile > RECONCILE_EVERY:
+        if time.monotonic() - self._last_reconcile > self._reconcile_every:
             self.reconcile()
 
     def reconcile(self) -> int:
-        """Drop index rows whose job no longer exists or no longer qualifies (deleted by others)."""
-        self._last_reconcile = time.monotonic()
+        """Drop index rows whose job no longer exists or no longer qualifies (deleted by others).
+
+        A backstop (deletions and closes reach the index through the sync): it reads every indexed job back,
+        which on the embedded database costs seconds at 10,000 jobs, so it runs every RECONCILE_EVERY or
+        every 50 times its last duration, whichever is longer (at most RECONCILE_SHARE of the time).
+        """
+        started = self._last_reconcile = time.monotonic()
         if self.index is None or not len(self.index):
             return 0
         with self.lock:
             ids = list(self.index.ids())
         live = self._still_qualifying(ids)
+        self._reconcile_every = max(RECONCILE_EVERY, (time.monotonic() - started) / RECONCILE_SHARE)
         with self.lock:   # a job added meanwhile is not among ``ids``, so never taken for stale
             stale = [i for i in ids if i not in live and i in self.index]
         if stale:
