@@ -187,7 +187,7 @@ SETTINGS: list[Setting] = [
     Setting("SIMILARITY_TOP_N", "10", _int(1, 200), "similar jobs kept per job", group="Similarity"),
     Setting("SIMILARITY_LANGUAGE_BALANCE", "true", _bool, "correct each language's vectors by its own statistics so lists cross languages (README, Similarity quality); the same in every process", group="Similarity"),
     Setting("SIMILARITY_MIN_SCORE", "", _score, "minimum cosine score; empty = the provider's calibrated default (with or without language balance)", group="Similarity"),
-    Setting("SIMILARITY_FLUSH_INTERVAL", "10000", _int(0, 600000), "while a backlog drains, the lists it changes are written this often (and whenever the queue is empty): a list shows a new job within this plus one batch; longer writes each list fewer times, ms", group="Similarity"),
+    Setting("SIMILARITY_FLUSH_INTERVAL", "10000", _int(0, 600000), "while a backlog drains, the lists it changes are written this often (and whenever the queue is empty): a list shows a new job within this plus one batch; longer writes each list fewer times (less database work during a drain, so faster reads), ms", group="Similarity"),
     Setting("SIMILARITY_RECOMPUTE_INTERVAL", "604800000", _int(60000), "full recompute period, ms", group="Similarity"),
     # Debugging
     Setting("DEBUG_EMBEDDINGS", "true", _bool, "debug logs of the embedding provider", group="Debugging"),
