@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from datetime import timedelta
 from typing import NamedTuple
@@ -174,41 +174,16 @@ class BatchProcessing:
         self.unflushed.extend(item_ids)
 
     def flush_lists(self) -> int:
-        """Write the lists changed since the last flush, then complete the items whose lists they are; wait.
+        """Write the lists changed since the last flush, then complete the items whose lists they are.
 
         Lists of several batches are written once per flush (a list that changed five times is written once);
-        the worker flushes every SIMILARITY_FLUSH_INTERVAL during a drain (``flush_lists_behind``) and whenever
-        the queue is empty.
+        the worker flushes every SIMILARITY_FLUSH_INTERVAL during a drain and whenever the queue is empty.
         """
-        self.collect_flush()
-        return self._submit_flush().result()
-
-    def flush_lists_behind(self) -> None:
-        """Start a flush on the writer thread and go on with the next batch (its provider calls, its vectors).
-
-        One flush at a time, in order: this waits for the one before (raising its error) and the next
-        ``flush_lists`` waits for this one, so no item is completed before its lists are written.
-        """
-        self.collect_flush()
-        self._flushing = self._submit_flush()
-
-    def collect_flush(self) -> None:
-        """Wait for the flush started behind, if any; raise its error."""
-        future, self._flushing = self._flushing, None
-        if future is not None:
-            future.result()
-
-    def _submit_flush(self) -> Future:
-        items, self.unflushed = self.unflushed, []
-        self.last_flush = time.monotonic()
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lists")
-        return self._writer.submit(self._flush, items)
-
-    def _flush(self, items: list) -> int:
         written = self.lists.flush() if self.lists is not None else 0
+        items, self.unflushed = self.unflushed, []
         if items:
             queue.complete(items, self.worker_id, self.policy)
+        self.last_flush = time.monotonic()
         return written
 
     def _on_rate_limit(self, group, exc: RateLimited) -> None:

@@ -7,9 +7,7 @@ one document by ``_id``, as the similar-jobs answer does, and times it. When
 that read took longer than ``WORKER_YIELD_LATENCY``, reads are queueing: the
 worker waits twice as long as the read took (at most a second) and the reads
 catch up. With nobody reading, the probe takes about a millisecond and the
-worker never waits; ``0`` turns it off (a dedicated MongoDB, say). The worker's
-write commands also take turns (``write_chunks``): its writer thread's list flush
-and its batch's writes never reach the database at the same time.
+worker never waits; ``0`` turns it off (a dedicated MongoDB, say).
 """
 from __future__ import annotations
 
@@ -74,17 +72,10 @@ def chunks(items: Sequence) -> Iterator[Sequence]:
         yield items[start:start + CHUNK]
 
 
-_write_turn = threading.Lock()
-
-
 def write_chunks(items: Sequence, write: Callable[[Sequence], T]) -> list[T]:
-    """``write`` each CHUNK of ``items`` (one command each); before each the process gives way, and the
-    command runs on this process's write turn: the writer thread that flushes lists and the batch that stores
-    vectors or claims take turns, so the database never has more than one of this worker's writes to serve
-    beside the API's reads, and the worker's own work (the provider, the ranking) overlaps the other's write."""
+    """``write`` each CHUNK of ``items`` (one command each); before each the process gives way."""
     done = []
     for chunk in chunks(items):
         give_way()
-        with _write_turn:
-            done.append(write(chunk))
+        done.append(write(chunk))
     return done

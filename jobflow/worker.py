@@ -76,9 +76,6 @@ class Worker(BatchProcessing):
         self.unflushed: list = []      # items whose lists wait for the next flush (then completed)
         self.idle = True               # the last claim found nothing: no drain under way
         self.last_flush = time.monotonic()
-        self._writer = None            # the thread that writes lists and completes items behind the batches
-        self._flushing = None          # the flush it is doing, if any
-        self._waits_at_flush = 0       # pacing.state.waits at the last flush of a drain
         self.debug = bool(settings.get("DEBUG_WORKER"))
         # EMBEDDING_WORKER_ENABLED=false: claim nothing, but keep the heartbeat, alert checks and samples.
         self.claiming = bool(settings.get("EMBEDDING_WORKER_ENABLED", True))
@@ -135,9 +132,6 @@ class Worker(BatchProcessing):
                 self.flush_lists()      # finished items are completed, not given back to be embedded again
             except Exception as exc:
                 log.warning("could not write the last similar-jobs lists before stopping: %s", exc)
-            if self._writer is not None:
-                self._writer.shutdown(wait=True)
-                self._writer = None
         released = queue.release_worker(self.worker_id, refund_attempt=True)
         # The schedule's leases it holds (alert checks, clean-up) go at once: another worker takes over at its next
         # run instead of a minute later. The recompute lease is released by the recompute itself when it ends.
@@ -171,7 +165,7 @@ class Worker(BatchProcessing):
                         break
                     self.process_batch(items)
                     if time.monotonic() - self.last_flush >= self.flush_seconds:
-                        self._flush_in_drain()
+                        self.flush_lists()
                 except Exception:
                     # Most likely the database went away mid-batch: what this worker still holds is settled
                     # at the next poll that reaches it (not after QUEUE_STUCK_TIMEOUT), see _settle_after_error.
@@ -187,26 +181,12 @@ class Worker(BatchProcessing):
             # flush: a fit that is adopted rewrites every list, the ones waiting for the flush first, and the
             # flush then writes only what changed since (each list once, not twice).
             self.recompute_if_due()
-        if self._flushing is not None or self.unflushed or (self.lists is not None and self.lists.dirty):
+        if self.unflushed or (self.lists is not None and self.lists.dirty):
             with self._busy:                        # the queue is empty, or the worker stops or must wait
                 self.flush_lists()
         if drained:
             trim_memory()
         return done
-
-    def _flush_in_drain(self) -> None:
-        """A drain's flush: behind the next batch while the database keeps up, in line when reads queue.
-
-        Behind, the database writes lists while the worker waits for the provider and ranks vectors (a
-        drain with nobody reading is about 10% faster). When the worker gave way to reads since the last
-        flush (``pacing``), the API is busy: in line, its reads never queue behind two of the worker's writes.
-        """
-        waits = pacing.state.waits
-        if waits == self._waits_at_flush:
-            self.flush_lists_behind()
-        else:
-            self.flush_lists()
-        self._waits_at_flush = waits
 
     def note_database_error(self) -> None:
         """A periodic job saw the database fail: writes it acknowledged may be lost; settle at the next poll."""
@@ -219,10 +199,6 @@ class Worker(BatchProcessing):
         left over (its write failed, or a database restart lost the last writes it acknowledged). The
         attempt stays spent. Lists whose write was lost are written again from the index.
         """
-        try:
-            self.collect_flush()        # nothing of this worker in flight, the writer thread's flush included
-        except Exception:
-            pass                        # what it did not write is settled below, like the batch's own writes
         released = queue.release_worker(self.worker_id)
         self.unflushed = []             # given back above: embedded again, or found current and listed
         repaired = self.lists.repair() if self.lists is not None else 0

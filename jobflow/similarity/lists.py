@@ -58,9 +58,6 @@ class SimilarLists:
         self.reverse: dict[ObjectId, set[ObjectId]] = defaultdict(set)
         self.hashes: dict[ObjectId, str] = {}
         self.lock = threading.RLock()
-        # Held while lists are written and taken while holding ``lock`` (never the other way round): a flush
-        # writes outside ``lock``, and no write of lists taken later lands before it.
-        self._write_order = threading.Lock()
         self.synced_at = None
         self._last_reconcile = 0.0
         self._reconcile_every = RECONCILE_EVERY
@@ -185,11 +182,9 @@ class SimilarLists:
     def _write(self, ids: Iterable[ObjectId]) -> int:
         """Write these lists as they are in memory, now (the caller holds the lock)."""
         ids = list(ids)
-        ops = self._ops(ids)
+        self._send(self._ops(ids))
         self.dirty.difference_update(ids)   # written as they are in memory
-        with self.lock, self._write_order:
-            self._send(ops)
-        return len(ops)
+        return len(ids)
 
     def _ops(self, ids: Iterable[ObjectId]) -> list[UpdateOne]:
         """The updates that store these lists as they are in memory (the caller holds the lock)."""
@@ -253,28 +248,14 @@ class SimilarLists:
             return self._write(changed)
 
     def flush(self) -> int:
-        """Write every list marked dirty by deferred changes, as it is now in memory; how many.
-
-        The lists are taken under the lock and written outside it, so the batches that go on changing lists in
-        memory meanwhile do not wait for the database; list writes still land in the order they were taken.
-        """
+        """Write every list marked dirty by deferred changes, as it is now in memory; how many."""
         with self.lock:
-            ids, self.dirty = list(self.dirty), set()
-            ops = self._ops(ids)
-            self._write_order.acquire()    # taken under the lock: writes land in the order their lists were taken
-        try:
-            self._send(ops)
-        except Exception:
-            failed = True
-        else:
-            failed = False
-        finally:
-            self._write_order.release()
-        if failed:
-            with self.lock:
+            ids = list(self.dirty)
+            try:
+                return self._write(ids)
+            except Exception:
                 self.dirty.update(ids)      # still to write: the caller settles after the error
-            raise
-        return len(ops)
+                raise
 
     def _differs_from_stored(self, ids: list[ObjectId]) -> list[ObjectId]:
         stored = {d["_id"]: [(s["jobId"], round(float(s["score"]), 6)) for s in d.get("similarJobs") or []]

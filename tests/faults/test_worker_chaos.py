@@ -52,16 +52,15 @@ def test_three_workers_race_while_one_is_killed_and_one_is_terminated(app, db_ur
         wait_until(lambda: all(status_of_pid(w.pid).get("workerId") for w in everyone), 60, "three workers",
                    everyone)
         doomed_id, leaving_id = (status_of_pid(w.pid)["workerId"] for w in (doomed, leaving))
-        # Killed just after a fresh claim (items held that were not held at the last look): those complete a
-        # batch and a flush later, so the kill leaves them held. A kill timed only by "holds something" could
-        # land while the last flush's completion was already on its way to the database, and leave nothing held
-        # (the previous batch may still be completing behind the new one: the writer thread flushes it).
+        # Killed just after a fresh claim (a held set sharing nothing with the one before): its last flush
+        # has completed, and the next is a batch away. A kill timed only by "holds something" could land while
+        # the flush's completion was already on its way to the database, and leave nothing held.
         seen: dict = {"last": None}
 
         def just_claimed() -> bool:
             current = frozenset(d["_id"] for d in QueueItem._get_collection().find(
                 {"status": "processing", "lockedBy": doomed_id}, {"_id": 1}))
-            fresh = seen["last"] is not None and bool(current - seen["last"])
+            fresh = bool(current) and seen["last"] is not None and not current & seen["last"]
             seen["last"] = current
             return fresh and completed_count() >= 30 and held_count(leaving_id) > 0
         wait_until(just_claimed, 60, "both victims holding a batch, the doomed one fresh from a claim", everyone,
