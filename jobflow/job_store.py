@@ -2,7 +2,8 @@
 
 Creating a job, or changing the text its embedding is made from, queues one
 ``generate_embedding`` task; other changes queue nothing. Closing or deleting
-a job takes it out of the queue and out of every similar-jobs list.
+a job takes it out of the queue at once; each worker's index sync then takes it
+out of every similar-jobs list.
 """
 from __future__ import annotations
 

@@ -180,25 +180,19 @@ class SimilarLists:
         return changed
 
     def _write(self, ids: Iterable[ObjectId]) -> int:
-        """Write these lists as they are in memory, now (the caller holds the lock)."""
+        """Write these lists as they are in memory, now (the caller holds the lock); they are no longer dirty."""
         ids = list(ids)
-        self._send(self._ops(ids))
-        self.dirty.difference_update(ids)   # written as they are in memory
-        return len(ids)
-
-    def _ops(self, ids: Iterable[ObjectId]) -> list[UpdateOne]:
-        """The updates that store these lists as they are in memory (the caller holds the lock)."""
         now = utcnow()
         meta = {"computedAt": now, "model": self.model, "comparedWith": len(self), "topN": self.top_n,
                 "minScore": self.min_score}
-        return [UpdateOne({"_id": job_id}, {"$set": {
+        ops = [UpdateOne({"_id": job_id}, {"$set": {
             "similarJobs": [{"jobId": other, "score": round(score, 6)} for other, score in self.lists.get(job_id, [])],
             "similarityMetadata": meta}}) for job_id in ids]
-
-    def _send(self, ops: list[UpdateOne]) -> None:
         # In small bulk writes: a database that serves one request at a time (SecantusDB) answers the API's
         # reads between them instead of after a whole flush, and a worker gives way when they queue (pacing).
         pacing.write_chunks(ops, lambda chunk: self._coll().bulk_write(chunk, ordered=False))
+        self.dirty.difference_update(ids)   # only once written: a failed write leaves them to write again
+        return len(ids)
 
     # ----- changes --------------------------------------------------------------------------------
     @contextmanager
@@ -250,12 +244,7 @@ class SimilarLists:
     def flush(self) -> int:
         """Write every list marked dirty by deferred changes, as it is now in memory; how many."""
         with self.lock:
-            ids = list(self.dirty)
-            try:
-                return self._write(ids)
-            except Exception:
-                self.dirty.update(ids)      # still to write: the caller settles after the error
-                raise
+            return self._write(self.dirty)
 
     def _differs_from_stored(self, ids: list[ObjectId]) -> list[ObjectId]:
         stored = {d["_id"]: [(s["jobId"], round(float(s["score"]), 6)) for s in d.get("similarJobs") or []]
