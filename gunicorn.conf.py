@@ -66,8 +66,7 @@ def on_starting(server):
     With MONGODB_URI unset, the master starts (or reuses) the embedded database and stays one of its users, so it
     runs as long as the web service (or the worker) does.
     """
-    from jobflow.db import DatabaseUnavailable
-    from jobflow.startup import prepare_database
+    from jobflow.db import DatabaseUnavailable, prepare_database
     instance = os.environ.get("JOBFLOW_INSTANCE_PATH") or str(ROOT / "instance")
     try:
         uri = prepare_database(SETTINGS, instance)

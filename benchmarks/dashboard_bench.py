@@ -178,7 +178,7 @@ def seed_samples(now: datetime, rng: random.Random, minute_days: int = 3, hour_d
                       "p95Ms": 4000 * wave, "tokens": completed * 420, "workersAlive": 3,
                       "expiresAt": t + timedelta(days=400)})
     MetricSample._get_collection().insert_many(hours)
-    from jobflow.ops.metrics import roll_up_day
+    from jobflow.ops.samples import roll_up_day
     for i in range(hour_days, 0, -1):
         roll_up_day((end - timedelta(days=i)).replace(hour=0, minute=0))
 
@@ -200,8 +200,8 @@ def _start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
 
 def signed_in_client(app, email: str = "bench@example.com", password: str = "bench-password"):
     """A test client signed in as a (new) admin."""
-    from jobflow.auth.users import create_user
     from jobflow.models import AdminUser
+    from jobflow.ops.users import create_user
     if not AdminUser.objects(email=email).first():
         create_user(email, password, "admin")
     client = app.test_client()
@@ -236,7 +236,7 @@ def run(items: int = 100_000, jobs: int = 20_000, repeat: int = 5, uri: str | No
     sys.path.insert(0, str(ROOT))
     from jobflow import create_app
     from jobflow.models import Job, QueueItem
-    from jobflow.ops import metrics
+    from jobflow.ops import samples
     data_dir = tempfile.mkdtemp(prefix="jobflow-bench-")
     process = None
     try:
@@ -277,7 +277,7 @@ def run(items: int = 100_000, jobs: int = 20_000, repeat: int = 5, uri: str | No
             ]
             # The worker writes a sample each minute: pages read large counts from it.
             started = time.perf_counter()
-            metrics.record_sample(app.config)
+            samples.record_sample(app.config)
             sample_ms = (time.perf_counter() - started) * 1000
             rows = time_pages(client, pages, repeat)
             # Older pages: the cursor of the second page of completed items.
@@ -298,7 +298,7 @@ def run(items: int = 100_000, jobs: int = 20_000, repeat: int = 5, uri: str | No
                 client, no_sample, repeat, before_each=_live_cache.clear)]
             rows += [dict(r, page=r["page"] + ", no worker, next views") for r in time_pages(
                 client, no_sample, repeat)]
-            # A bulk action (changes the data, so last): retry every failed item through jobflow.queue.
+            # A bulk action (changes the data, so last): retry every failed item through jobflow.jobs.queue.
             from jobflow.ops import actions
             started = time.perf_counter()
             count = actions.retry_failed(actions.Actor("bench", "cli"))

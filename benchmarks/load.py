@@ -162,8 +162,8 @@ def wait_http(port: int, path: str, timeout: float) -> None:
 def seed(embedded: int, backlog: int) -> list[str]:
     """Insert the jobs; the embedded ones get the vector the loopback server would return. Their ids."""
     from devtools.openai_server import embed_text
-    from jobflow import queue
     from jobflow.embeddings.text import combine, embedded_texts, job_text, text_hash
+    from jobflow.jobs import queue
     from jobflow.models import Job
     from jobflow.models.fields import vector_to_bson
     from jobflow.timeutil import utcnow

@@ -64,7 +64,8 @@ def measure(n: int, dims: int, server_uri: str, tmp: Path) -> dict:
     import psutil
 
     from devtools.openai_server import EmbeddingsServer
-    from jobflow import create_app, queue
+    from jobflow import create_app
+    from jobflow.jobs import queue
     from jobflow.models import Job
     model = MODELS[dims]
     uri = f"{server_uri}/memory_{n}_{dims}"

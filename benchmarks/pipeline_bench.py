@@ -86,10 +86,10 @@ class _Timed:
 
 def _drain(settings: dict, jobs: list[dict], warm_up: bool = False) -> dict:
     """Insert ``jobs``, run one Worker until nothing is pending or processing; timings and counts."""
-    from jobflow import queue
+    from jobflow.jobs import queue
     from jobflow.models import Job
     from jobflow.timeutil import utcnow
-    from jobflow.worker import Worker
+    from jobflow.worker.loop import Worker
 
     now = utcnow()
     ids = Job._get_collection().insert_many([dict(j, createdAt=now, updatedAt=now) for j in jobs]).inserted_ids

@@ -53,8 +53,8 @@ def _embed_jobs(provider, jobs: list[dict], batch: int = 16) -> np.ndarray:
 def balanced(vectors: np.ndarray, languages: list[str]) -> np.ndarray:
     """Unit vectors corrected as the worker corrects them once every job is embedded: the first fit, then the
     refit that counts each undetermined job where it reads (kept only past the same movement threshold)."""
+    from jobflow.similarity.balance import REFIT_MOVEMENT
     from jobflow.similarity.correction import LanguageCorrection, counted_languages
-    from jobflow.similarity.lists import REFIT_MOVEMENT
     correction, _, _ = LanguageCorrection().refit([(vectors, languages)], 1, REFIT_MOVEMENT)
     keys = correction.apply(vectors, languages)[2]
     refitted, _, adopt = correction.refit([(vectors, counted_languages(languages, keys))], 2, REFIT_MOVEMENT)
@@ -73,7 +73,7 @@ def top_ids(corpus_ids: list, corpus: np.ndarray, queries: np.ndarray, k: int = 
 def demo_quality(provider) -> dict:
     """Precision@10 of category, other-language share and score percentiles on the bundled demo postings."""
     from jobflow.embeddings.language import job_language
-    from jobflow.importer import DEMO_DIR
+    from jobflow.ops.importer import DEMO_DIR
     rows = [json.loads(line) for path in sorted(DEMO_DIR.glob("*.jsonl")) for line in path.open()]
     langs = np.array(["sq" if "_sq" in path.name else "en" for path in sorted(DEMO_DIR.glob("*.jsonl"))
                       for _ in path.open()])
@@ -171,9 +171,9 @@ def postings_lists(settings_overrides: dict | None = None) -> dict:
     """Import the SkillSpan postings, run the real worker with the local model, read the lists."""
     from jobflow import create_app
     from jobflow.db import EmbeddedServer
-    from jobflow.importer import import_jobs
     from jobflow.models import Job
-    from jobflow.worker import Worker
+    from jobflow.ops.importer import import_jobs
+    from jobflow.worker.loop import Worker
     path = SHARED / "skillspan_postings" / "postings.csv"
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedServer(Path(tmp) / "secantus")

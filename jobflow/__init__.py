@@ -4,13 +4,15 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from pathlib import Path
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values, load_dotenv
 from flask import Flask
-from flask.json.provider import DefaultJSONProvider
 
-from .config import load_settings
+from jobflow.config import ConfigError, load_settings, unknown_names
+from jobflow.db import make_private, private_dir
+from jobflow.logs import warn_early
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -18,6 +20,7 @@ log = logging.getLogger(__name__)
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the web application: settings, extensions, database, blueprints, commands."""
+    from jobflow import cli, web  # here, not at the top: importing any jobflow module stays light
     test_config = dict(test_config or {})
     instance_path = test_config.pop("INSTANCE_PATH", None) or os.environ.get("JOBFLOW_INSTANCE_PATH") \
         or str(PROJECT_ROOT / "instance")
@@ -28,21 +31,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     settings = load_settings(overrides={k: v for k, v in test_config.items()})
     app.config.update(settings)
     app.config.update({k: v for k, v in test_config.items() if k not in settings})
-    _configure_web(app)
+    _instance_secret(app, "SECRET_KEY", "secret_key")
+    _instance_secret(app, "ADMIN_API_TOKEN", "api_token")
+    web.configure(app)
     _register_extensions(app)
     _connect_database(app)
-    _register_blueprints(app)
-    _register_commands(app)
+    web.register_blueprints(app)
+    cli.register(app)
     return app
 
 
 def load_env_file(path: Path) -> None:
     """Read ``.env`` into the environment (the environment wins); warn once per process tree of unknown names."""
-    import sys
-
-    from dotenv import dotenv_values
-
-    from .config import unknown_names
     load_dotenv(path, override=False)
     if os.environ.get("JOBFLOW_ENV_CHECKED") == str(path):
         return
@@ -57,9 +57,6 @@ def _instance_secret(app: Flask, name: str, filename: str) -> None:
     An existing file that group or others may read is made private first, with one log line; when that is
     impossible the app refuses to start rather than use a secret others can read.
     """
-    from .config import ConfigError
-    from .db import make_private, private_dir
-    from .logs import warn_early
     path = Path(app.instance_path) / filename
     in_use = not app.config.get(name)
     if path.exists():
@@ -90,64 +87,17 @@ def _instance_secret(app: Flask, name: str, filename: str) -> None:
     app.config[name] = path.read_text().strip()
 
 
-def cookie_secure(config) -> bool:
-    """SESSION_COOKIE_SECURE: true, false, or empty = when PUBLIC_BASE_URL is https."""
-    value = config.get("SESSION_COOKIE_SECURE")
-    if isinstance(value, bool):
-        return value
-    value = str(value or "").strip().lower()
-    if value in ("true", "false"):
-        return value == "true"
-    return str(config.get("PUBLIC_BASE_URL", "")).lower().startswith("https://")
-
-
-def _configure_web(app: Flask) -> None:
-    _instance_secret(app, "SECRET_KEY", "secret_key")
-    _instance_secret(app, "ADMIN_API_TOKEN", "api_token")
-    app.config["MAX_CONTENT_LENGTH"] = app.config["API_MAX_BODY_BYTES"]
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    # Flask pre-sets SESSION_COOKIE_SAMESITE to None, so setdefault would never apply.
-    app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
-    app.config.setdefault("REMEMBER_COOKIE_HTTPONLY", True)
-    # The setting is "", "true" or "false" (a non-empty string would be truthy to Flask): a real bool here.
-    secure = cookie_secure(app.config)
-    app.config["SESSION_COOKIE_SECURE"] = secure
-    app.config["REMEMBER_COOKIE_SECURE"] = secure
-    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
-    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
-    if proxies > 0:
-        # Client address, scheme and host from the X-Forwarded-* of that many proxies (the nearest last).
-        from werkzeug.middleware.proxy_fix import ProxyFix
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
-    app.json = _JSONProvider(app)
-    app.json.sort_keys = False
-    from .auth.headers import security_headers
-    app.after_request(security_headers)
-
-
-class _JSONProvider(DefaultJSONProvider):
-    """Flask's JSON, except that a body nested too deeply to parse is invalid JSON (400), not a RecursionError (500)."""
-
-    def loads(self, s, **kwargs):
-        try:
-            return super().loads(s, **kwargs)
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
-
-
 def _register_extensions(app: Flask) -> None:
-    from .extensions import csrf, limiter, login_manager, mail
+    from jobflow.extensions import csrf, limiter, login_manager, mail
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
-    from . import auth  # noqa: F401  (registers the user loader)
     mail.init_app(app)
 
 
 def _connect_database(app: Flask) -> None:
-    from .db import connect
-    from .models import ensure_indexes
-    from .startup import prepare_database
+    from jobflow.db import connect, prepare_database
+    from jobflow.models import ensure_indexes
     app.config["DATABASE_URI"] = prepare_database(app.config, app.instance_path)
     connect(app.config["DATABASE_URI"])
     dropped = ensure_indexes()
@@ -155,47 +105,3 @@ def _connect_database(app: Flask) -> None:
         log.info("dropped indexes no query uses: %s", ", ".join(dropped))
 
 
-def _register_blueprints(app: Flask) -> None:
-    from pymongo.errors import PyMongoError
-    from werkzeug.exceptions import HTTPException
-
-    from .admin import bp as admin_bp
-    from .api import bp as api_bp
-    from .api.errors import (
-        APIError,
-        handle_api_error,
-        handle_database_error,
-        handle_http,
-        handle_not_found,
-        handle_validation,
-    )
-    from .auth import bp as auth_bp
-    from .extensions import csrf
-    from .job_store import JobNotFound, ValidationError
-    from .web import bp as web_bp
-
-    app.register_blueprint(api_bp)
-    app.register_blueprint(web_bp)
-    app.register_blueprint(auth_bp)
-    app.register_blueprint(admin_bp)
-    from .prometheus import bp as metrics_bp
-    app.register_blueprint(metrics_bp)
-    csrf.exempt(api_bp)  # the API authenticates with a Bearer token, not a cookie
-    app.register_error_handler(APIError, handle_api_error)
-    app.register_error_handler(ValidationError, handle_validation)
-    app.register_error_handler(JobNotFound, handle_not_found)
-    # The database down (killed, restarting, failing over): 503 within seconds, not a 500 with a traceback.
-    app.register_error_handler(PyMongoError, handle_database_error)
-
-    from flask import request
-
-    def http_error(exc: HTTPException):
-        if request.path.startswith("/api/"):
-            return handle_http(exc)
-        return exc
-    app.register_error_handler(HTTPException, http_error)
-
-
-def _register_commands(app: Flask) -> None:
-    from .cli import register
-    register(app)

@@ -7,23 +7,46 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
+from jobflow.models.user import ROLES
+
 
 def register(app: Flask) -> None:
     """Attach every command to the app."""
-    from .auth.cli import register as register_auth_commands
-    register_auth_commands(app)
-    for command in (import_jobs_command, load_demo_command, worker_command, recompute_all_command,
+    for command in (create_admin_command, import_jobs_command, load_demo_command, worker_command, recompute_all_command,
                     retry_failed_command, clear_old_queue_command, env_example_command,
                     migrate_embeddings_command, test_embeddings_command, rollback_command,
                     check_alerts_command):
         app.cli.add_command(command)
 
 
+@click.command("create-admin")
+@click.argument("email")
+@click.option("--password", default=None, help="the password; prompted (hidden) when not given")
+@click.option("--role", type=click.Choice(ROLES), default="admin", show_default=True,
+              help="admin may act; viewer may only look")
+@click.option("--update", is_flag=True, help="change the password and role of an existing user instead")
+@with_appcontext
+def create_admin_command(email, password, role, update):
+    """Create a dashboard user (or change one with --update)."""
+    from jobflow.ops.actions import Actor, audit
+    from jobflow.ops.users import MIN_PASSWORD_LENGTH, UserError, create_user, update_user
+    if password is None:
+        password = click.prompt(f"Password (at least {MIN_PASSWORD_LENGTH} characters)", hide_input=True,
+                                confirmation_prompt=True)
+    try:
+        user = (update_user if update else create_user)(email, password, role)
+    except UserError as exc:
+        hint = " (use --update to change it)" if str(exc).endswith("already exists") else ""
+        raise click.ClickException(f"{exc}{hint}") from None
+    audit(Actor("cli", "cli"), "update-user" if update else "create-user", target=f"{user.email} ({user.role})")
+    click.echo(f"{'updated' if update else 'created'} {user.role} {user.email}; sign in at /login")
+
+
 @click.command("import-jobs")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def import_jobs_command(path: Path):
     """Import job postings from a CSV or JSON-lines file and queue their embeddings."""
-    from .importer import ImportFileError, count_rows, import_jobs
+    from jobflow.ops.importer import ImportFileError, count_rows, import_jobs
     if not path.exists():
         raise click.BadParameter(f"no such file: {path}", param_hint="PATH")
     try:
@@ -51,7 +74,7 @@ def _print_report(report) -> None:
 @click.command("load-demo")
 def load_demo_command():
     """Import the bundled demo postings (skips those already imported)."""
-    from .importer import load_demo_data
+    from jobflow.ops.importer import load_demo_data
     _print_report(load_demo_data())
 
 
@@ -61,8 +84,8 @@ def worker_command():
     """Run the embedding worker in this process until SIGTERM or Ctrl+C (production layout)."""
     from flask import current_app
 
-    from .logs import setup_logging
-    from .worker import run_worker_process
+    from jobflow.logs import setup_logging
+    from jobflow.worker.loop import run_worker_process
     setup_logging(current_app.config)
     # The app itself, not the request-local proxy: the scheduler's threads push its context for alert emails.
     raise SystemExit(run_worker_process(current_app._get_current_object()))
@@ -74,8 +97,8 @@ def recompute_all_command():
     """Recompute every similar-jobs list now, in this process, with progress."""
     from flask import current_app
 
-    from .embeddings import min_score, provider_model
-    from .similarity.lists import SimilarLists
+    from jobflow.embeddings import min_score, provider_model
+    from jobflow.similarity.lists import SimilarLists
     settings = current_app.config
     lists = SimilarLists(None, settings["SIMILARITY_TOP_N"], min_score(settings), provider_model(settings),
                          settings["EMBEDDING_BATCH_SIZE"], language_balance=settings["SIMILARITY_LANGUAGE_BALANCE"],
@@ -101,7 +124,7 @@ def recompute_all_command():
 @with_appcontext
 def retry_failed_command():
     """Put every failed queue item back to pending with fresh attempts."""
-    from . import queue
+    from jobflow.jobs import queue
     click.echo(f"{queue.retry_failed()} failed items are pending again")
 
 
@@ -112,7 +135,7 @@ def clear_old_queue_command(days):
     """Delete finished queue items older than QUEUE_CLEANUP_DAYS."""
     from flask import current_app
 
-    from . import queue
+    from jobflow.jobs import queue
     days = current_app.config["QUEUE_CLEANUP_DAYS"] if days is None else days
     click.echo(f"deleted {queue.clear_old(days)} finished items older than {days} days")
 
@@ -120,7 +143,7 @@ def clear_old_queue_command(days):
 @click.command("env-example")
 def env_example_command():
     """Print .env.example: every setting with its default and a comment."""
-    from .config import env_example
+    from jobflow.config import env_example
     click.echo(env_example(), nl=False)
 
 
@@ -136,8 +159,8 @@ def migrate_embeddings_command(dry_run, yes):
     """Queue embeddings for every active job without a current one (new model = re-embed)."""
     from flask import current_app
 
-    from . import migration
-    from .embeddings import provider_model
+    from jobflow.embeddings import provider_model
+    from jobflow.ops import migration
     model = provider_model(current_app.config)
     click.echo(f"Embedding migration ({'dry run: nothing will change' if dry_run else 'will queue jobs'})")
     click.echo(f"model: {model}")
@@ -190,7 +213,7 @@ def test_embeddings_command():
     """Run the seven checks of the embedding system; exit 1 if any fails."""
     from flask import current_app
 
-    from .checks import run_checks
+    from jobflow.ops.provider_check import run_checks
     if not run_checks(dict(current_app.config), click.echo):
         raise SystemExit(1)
     click.echo("all checks passed")
@@ -205,8 +228,8 @@ def test_embeddings_command():
 @with_appcontext
 def rollback_command(level_, dry_run, reenable, confirmation):
     """Roll the embedding system back (the runbook's three levels)."""
-    from . import rollback
-    from .db import get_db
+    from jobflow.db import get_db
+    from jobflow.jobs import rollback
     if reenable:
         rollback.set_level(0)
         click.echo("rollback lifted: workers claim again and similar-jobs lists are served")
@@ -255,7 +278,7 @@ def check_alerts_command():
     """Evaluate the alert rules once and send the emails that are due (for cron, beside the workers' own checks)."""
     from flask import current_app
 
-    from .alerts import check_alerts
+    from jobflow.alerts import check_alerts
     report = check_alerts(current_app._get_current_object())
     click.echo(f"open: {', '.join(report.open) or 'none'}; opened: {len(report.opened)}; "
                f"resolved: {len(report.resolved)}; emails sent: {len(report.sent)}; not sent: {len(report.failed)}")

@@ -9,7 +9,7 @@ import threading
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from .logs import setup_logging
+from jobflow.logs import setup_logging
 
 log = logging.getLogger("jobflow")
 
@@ -27,8 +27,8 @@ def make_http_server(app: Flask, host: str, port: int) -> BaseWSGIServer:
 
 
 def _load_demo_if_empty(app: Flask) -> None:
-    from .importer import load_demo_data
-    from .models import Job
+    from jobflow.models import Job
+    from jobflow.ops.importer import load_demo_data
     if not app.config["DEMO_DATA"] or Job.objects.limit(1).count(with_limit_and_skip=True):
         return
     report = load_demo_data()
@@ -47,12 +47,12 @@ def run_all_in_one(app: Flask) -> int:
         return 2
     with app.app_context():
         _load_demo_if_empty(app)
-        from .auth.users import first_run_notice
+        from jobflow.ops.users import first_run_notice
         notice = first_run_notice()
         if notice:
             print(notice, file=sys.stderr)
     # With EMBEDDING_WORKER_ENABLED=false the worker claims nothing but still checks alerts and records metrics.
-    from .worker import Worker
+    from jobflow.worker.loop import Worker
     worker = Worker.from_app(app)
     worker.start()
 

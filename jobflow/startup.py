@@ -12,8 +12,9 @@ from typing import NoReturn
 
 from flask import Flask
 
-from .config import ConfigError
-from .db import DatabaseUnavailable
+from jobflow import create_app
+from jobflow.config import ConfigError, load_settings
+from jobflow.db import DatabaseUnavailable
 
 
 def fail(problems: list[str], exit_code: int) -> NoReturn:
@@ -26,7 +27,6 @@ def fail(problems: list[str], exit_code: int) -> NoReturn:
 
 def settings_or_exit(exit_code: int = 2) -> dict:
     """The settings from the environment, or exit naming every bad one."""
-    from .config import load_settings
     try:
         return load_settings()
     except ConfigError as exc:
@@ -35,19 +35,9 @@ def settings_or_exit(exit_code: int = 2) -> dict:
 
 def build_app(exit_code: int = 2) -> Flask:
     """The app, or exit with ``exit_code`` after naming what stops it."""
-    from . import create_app
     try:
         return create_app()
     except ConfigError as exc:
         fail(exc.problems, exit_code)
     except DatabaseUnavailable as exc:
         fail([str(exc)], exit_code)
-
-
-def prepare_database(settings: dict, instance_path: str) -> str:
-    """Reach the configured database, or start (or reuse) the embedded one; its URI. Raises DatabaseUnavailable."""
-    from .db import check_reachable, database_uri
-    uri = database_uri(settings, instance_path)
-    if settings.get("MONGODB_URI"):
-        check_reachable(uri)   # the embedded server was just pinged by database_uri (started or reused)
-    return uri

@@ -102,7 +102,7 @@ def fast_hashing(monkeypatch):
     from werkzeug.security import generate_password_hash
     fast = partial(generate_password_hash, method="pbkdf2:sha256:1000")
     monkeypatch.setattr("jobflow.models.user.generate_password_hash", fast)
-    monkeypatch.setattr("jobflow.auth.users._DUMMY_HASH", fast("not-a-real-password"))
+    monkeypatch.setattr("jobflow.ops.users._DUMMY_HASH", fast("not-a-real-password"))
 
 
 def csrf_from(html: str) -> str:
@@ -114,7 +114,7 @@ def csrf_from(html: str) -> str:
 @pytest.fixture
 def sign_in(client, fast_hashing):
     """Sign ``client`` in as a new user of ``role``; returns the session's CSRF token."""
-    from jobflow.auth.users import create_user
+    from jobflow.ops.users import create_user
 
     def go(role="admin", email=None, password="correct horse"):
         email = email or f"{role}@example.com"

@@ -1,4 +1,4 @@
-"""Dashboard actions: confirm with impact first, then act through jobflow.queue, always audited."""
+"""Dashboard actions: confirm with impact first, then act through jobflow.jobs.queue, always audited."""
 import re
 from datetime import timedelta
 

@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from jobflow.auth.users import UserError, authenticate, create_user, first_run_notice
 from jobflow.models import AdminUser, AuditEntry, QueueItem
+from jobflow.ops.users import UserError, authenticate, create_user, first_run_notice
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -122,7 +122,7 @@ def test_create_user_refuses_bad_values(app, email, password, role, message):
 
 
 def test_create_admin_command(app):
-    from jobflow.auth.cli import register
+    from jobflow.cli import register
     if "create-admin" not in app.cli.commands:   # jobflow/cli.py registers it in the app
         register(app)
     runner = app.test_cli_runner()
@@ -262,7 +262,7 @@ def test_right_passwords_do_not_use_up_the_limit(client):
 def test_limit_windows_minute_and_hour(app):
     from datetime import timedelta
 
-    from jobflow.auth.login_limit import take_attempt
+    from jobflow.ops.login_limit import take_attempt
     from jobflow.timeutil import utcnow
     start = utcnow()
     at = lambda seconds: take_attempt("203.0.113.9", start + timedelta(seconds=seconds)).retry_after
@@ -278,7 +278,7 @@ def test_limit_windows_minute_and_hour(app):
 
 def test_limit_counts_by_client_and_ipv6_network(make_app):
     app = make_app()   # no app context around the requests: each client gets its own CSRF token
-    from jobflow.auth.login_limit import client_key
+    from jobflow.ops.login_limit import client_key
     assert client_key("203.0.113.9") == "203.0.113.9"
     assert client_key("::ffff:203.0.113.9") == "203.0.113.9"
     assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::2") == "2001:db8:1:2::/64"

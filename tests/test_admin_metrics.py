@@ -4,10 +4,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from bson import ObjectId
 
-from jobflow.admin import charts
 from jobflow.models import Job, MetricSample, QueueItem, WorkerStatus
-from jobflow.ops import metrics, samples
+from jobflow.ops import samples
 from jobflow.ops.counts import job_counts, queue_counts
+from jobflow.web.admin import charts
 
 NOW = datetime(2026, 3, 10, 12, 0, 30, tzinfo=timezone.utc)
 
@@ -32,12 +32,12 @@ def test_record_sample_once_per_minute(app):
                                      "generatedAt": minute - timedelta(hours=1)}},
         {"title": "c"}])
     WorkerStatus._get_collection().insert_one({"workerId": "w", "state": "running", "lastHeartbeat": NOW})
-    values = metrics.record_sample(app.config, NOW)
+    values = samples.record_sample(app.config, NOW)
     assert values["completed"] == 5 and values["failures"] == 1 and values["pending"] == 1
     assert values["p50Ms"] == 3000 and values["p95Ms"] == 100000
     assert values["tokens"] == 300 and values["workersAlive"] == 1
     assert values["jobsTotal"] == 3 and values["jobsCurrent"] == 2
-    assert metrics.record_sample(app.config, NOW + timedelta(seconds=20)) is None   # another worker did it
+    assert samples.record_sample(app.config, NOW + timedelta(seconds=20)) is None   # another worker did it
     sample = MetricSample.objects.get(span="1m", time=minute)
     assert sample.done and sample.expiresAt == minute + timedelta(days=14)
     # The previous hour and day were rolled up once (from the queue and the jobs, not the minutes).
@@ -58,11 +58,11 @@ def test_roll_ups_and_totals_and_usage(app):
     docs += [{"span": "1h", "time": yesterday + timedelta(hours=h), "done": True, "completed": 120, "failures": 0,
               "tokens": 60000, "pending": 5} for h in range(12)]
     MetricSample._get_collection().insert_many(docs)
-    assert metrics.roll_up_hour(yesterday + timedelta(hours=12))       # from the (empty) queue and jobs
-    assert not metrics.roll_up_hour(yesterday + timedelta(hours=12))   # once
+    assert samples.roll_up_hour(yesterday + timedelta(hours=12))       # from the (empty) queue and jobs
+    assert not samples.roll_up_hour(yesterday + timedelta(hours=12))   # once
     MetricSample._get_collection().update_one({"span": "1h", "time": yesterday + timedelta(hours=12)},
                                               {"$set": {"completed": 120, "tokens": 60000}})
-    assert metrics.roll_up_day(yesterday - timedelta(days=1))           # no hours: an empty day
+    assert samples.roll_up_day(yesterday - timedelta(days=1))           # no hours: an empty day
     hour = MetricSample.objects.get(span="1h", time=yesterday + timedelta(hours=12))
     assert hour.pending == 5 and hour.done                              # peak of its minutes
     totals = samples.totals(minute - timedelta(days=1), minute)

@@ -9,9 +9,9 @@ from bson import ObjectId
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_to_bson
 from jobflow.ops.failures import failure_groups
-from jobflow.ops.overview import overview
+from jobflow.ops.overview import overview_data
 from jobflow.ops.queue_view import QueueFilter, queue_page
-from jobflow.ops.workers import workers
+from jobflow.ops.workers import worker_rows
 from jobflow.timeutil import utcnow
 
 MODEL = "multilingual-e5-small"
@@ -72,7 +72,7 @@ def test_overview_shows_coverage_queue_workers_and_errors(admin):
     assert "upstream timeout" in html
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert 'id="region-cards"' in html and "admin.js" in html
-    data = overview(admin.application.config)
+    data = overview_data(admin.application.config)
     assert data["queue"].values == {"pending": 1, "processing": 0, "failed": 1}
     assert data["jobs"]["current"] == 3 and data["jobs"]["total"] == 7
     assert data["jobs"]["failed"] == 1 and data["jobs"]["textChanged"] == 1
@@ -146,7 +146,7 @@ def test_workers_levels_and_folding(admin):
     add_worker("gone:3:c", 900)
     add_worker("done:4:d", 10, state="stopped")
     add_item(status="processing", lockedBy="gone:3:c", lockedAt=utcnow())
-    rows = {r["workerId"]: r for r in workers(settings)}
+    rows = {r["workerId"]: r for r in worker_rows(settings)}
     assert [rows[w]["level"] for w in ("live:1:a", "slow:2:b", "gone:3:c", "done:4:d")] == \
         ["ok", "stale", "dead", "stopped"]
     assert rows["gone:3:c"]["held"] == 1

@@ -13,12 +13,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from bson import ObjectId
 
-from jobflow import queue
 from jobflow.alerts import Snapshot, check_alerts, due_email, evaluate, gather, send_test_email
 from jobflow.alerts.rules import DegradedWorker, assess
 from jobflow.config import load_settings
 from jobflow.db import free_port
 from jobflow.embeddings import provider_model
+from jobflow.jobs import queue
 from jobflow.models import Alert, Job, QueueItem, WorkerStatus
 from jobflow.timeutil import utcnow
 
@@ -393,7 +393,7 @@ def test_html_bodies_escape_what_they_show(app):
 def test_as_a_leased_periodic_job_one_process_checks_and_a_dead_mail_server_stops_nothing(mail_app, smtp, caplog):
     from types import SimpleNamespace
 
-    from jobflow.schedule import PeriodicJob, _guarded
+    from jobflow.worker.schedule import PeriodicJob, _guarded
     app = mail_app()
     fill_queue(6)
     heartbeat(utcnow())

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobflow.job_store import FIELD_LIMITS, WRITABLE_FIELDS
+from jobflow.jobs.store import FIELD_LIMITS, WRITABLE_FIELDS
 from jobflow.models import Job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,7 +278,7 @@ def test_script_in_every_field_is_escaped_on_the_public_pages(client):
 
 def login(client, email: str, password: str = "correct horse", role: str = "admin") -> str:
     """Create a user and sign in with the login form; the session's CSRF token."""
-    from jobflow.auth.users import create_user
+    from jobflow.ops.users import create_user
     create_user(email, password, role)
     form = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', form).group(1)
@@ -477,7 +477,7 @@ def test_a_viewer_session_cannot_act_even_with_its_token(client, fast_hashing):
 
 
 def test_login_brute_force_is_rate_limited(client, fast_hashing):
-    from jobflow.auth.users import create_user
+    from jobflow.ops.users import create_user
     create_user("target@example.com", "the real password")
     attacker = {"REMOTE_ADDR": "203.0.113.66"}
     form = client.get("/login", environ_base=attacker).get_data(as_text=True)
@@ -519,10 +519,10 @@ def test_no_secret_in_any_log_line_or_response(make_app, caplog, tmp_path):
     from aiosmtpd.smtp import AuthResult
 
     from devtools.openai_server import EmbeddingsServer
-    from jobflow import queue
     from jobflow.alerts import send_test_email
     from jobflow.db import free_port
-    from jobflow.worker import Worker
+    from jobflow.jobs import queue
+    from jobflow.worker.loop import Worker
 
     caplog.set_level(logging.DEBUG)
     responses: list[str] = []
@@ -593,7 +593,7 @@ def test_no_secret_in_any_log_line_or_response(make_app, caplog, tmp_path):
 @pytest.mark.slow
 def test_no_secret_in_a_worker_process_or_command_output(app, db_uri, tmp_path):
     from devtools.openai_server import EmbeddingsServer
-    from jobflow import queue
+    from jobflow.jobs import queue
     job = Job(title="Secret test", description="d", status="active").save()
     queue.enqueue(job.id)
     with EmbeddingsServer(api_key="sk-the-right-key-is-not-ours-000") as provider:

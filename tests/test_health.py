@@ -89,8 +89,8 @@ def test_database_down_answers_503_quickly(make_app):
 def test_slow_counts_answer_degraded_from_the_newest_sample(client, monkeypatch):
     from pymongo.errors import NetworkTimeout
 
-    from jobflow.api import health as health_endpoint
     from jobflow.models import MetricSample
+    from jobflow.web.api import health as health_endpoint
 
     def too_slow(settings, now=None):
         raise NetworkTimeout("timed out")

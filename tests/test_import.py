@@ -51,7 +51,7 @@ def test_import_shared_postings_csv(app):
 
 
 def test_demo_data_is_rich_and_loads(app):
-    from jobflow.importer import DEMO_DIR, load_demo_data
+    from jobflow.ops.importer import DEMO_DIR, load_demo_data
     rows = [json.loads(line) for path in DEMO_DIR.glob("*.jsonl") for line in path.open()]
     assert len(rows) >= 150
     assert len({r["category"] for r in rows}) >= 12

@@ -8,18 +8,19 @@ import numpy as np
 import pytest
 from bson import ObjectId
 
-from jobflow import queue
 from jobflow.embeddings import provider_model
 from jobflow.embeddings.language import detect, job_language, normalise
-from jobflow.importer import DEMO_DIR
+from jobflow.jobs import queue
 from jobflow.models import CorrectionHeader, Job, QueueItem
 from jobflow.models.fields import vector_to_bson
 from jobflow.ops import recompute
+from jobflow.ops.importer import DEMO_DIR
 from jobflow.similarity import stored_correction
+from jobflow.similarity.balance import REFIT_MOVEMENT
 from jobflow.similarity.correction import KEEP_MEAN, MIN_JOBS, LanguageCorrection
-from jobflow.similarity.lists import REFIT_MOVEMENT, SimilarLists
+from jobflow.similarity.lists import SimilarLists
 from jobflow.timeutil import utcnow
-from jobflow.worker import Worker
+from jobflow.worker.loop import Worker
 
 MODEL = "test-model"
 DIM = 24
@@ -205,7 +206,7 @@ def test_first_fit_is_stored_adopted_and_every_worker_computes_the_same_lists(ap
     crossing = np.mean([langs[o] != langs[j] for j, entries in stored().items() for o in entries[:1]])
     assert crossing >= 0.4                          # a job's best match is often the same topic in the other language
     b.sync()                                        # another worker adopts the same version from the database
-    assert b.correction.version == 1 and b.lists == a.lists
+    assert b.correction.version == 1 and b.entries == a.entries
 
 
 def test_a_small_change_keeps_the_correction_a_large_one_recomputes_every_list(app, caplog):
@@ -237,7 +238,7 @@ def test_a_small_change_keeps_the_correction_a_large_one_recomputes_every_list(a
                                             "describe": lambda self: "test"})(), worker_id="w-refit")
     worker.lists = lists
     recompute.is_due(app.config)                    # starts the interval's clock: only the refit can run
-    with caplog.at_level(logging.INFO, logger="jobflow.worker"):
+    with caplog.at_level(logging.INFO, logger="jobflow.worker.loop"):
         written = worker.recompute_if_due()
     assert written == len(vectors) + 6 + 40
     assert "(language correction changed)" in caplog.text and "100%" in caplog.text
@@ -349,7 +350,7 @@ def test_a_drain_that_ends_in_a_new_fit_writes_each_list_once_at_its_end(make_ap
         worker.start(scheduler=False)
         worker.claim_size = 12                      # four batches, every list waiting for the drain's end
         written, completed_after = [], []
-        write, complete = worker.lists._write, queue.complete
+        write, complete = worker.lists.write, queue.complete
 
         def counted_write(job_ids):
             job_ids = list(job_ids)
@@ -359,7 +360,7 @@ def test_a_drain_that_ends_in_a_new_fit_writes_each_list_once_at_its_end(make_ap
         def noted_complete(items, *args, **kwargs):
             completed_after.append(len(written))
             return complete(items, *args, **kwargs)
-        worker.lists._write = counted_write
+        worker.lists.write = counted_write
         queue.complete = noted_complete
         try:
             while worker.process_queue():

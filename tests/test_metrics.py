@@ -1,7 +1,7 @@
 """/metrics in Prometheus text format, behind the token unless METRICS_PUBLIC."""
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobflow import queue
+from jobflow.jobs import queue
 from jobflow.models import Job, WorkerStatus
 from jobflow.timeutil import utcnow
 

@@ -70,7 +70,7 @@ def test_countdown_on_a_terminal_can_be_cancelled(app, monkeypatch):
 
 def test_migration_queues_backfill_once(app):
     ids = seed_jobs()
-    from jobflow import queue
+    from jobflow.jobs import queue
     queue.enqueue(ids["never"], priority=queue.PRIORITY_LIVE)  # a live edit already waiting
     runner = app.test_cli_runner()
     first = runner.invoke(args=["migrate-embeddings"])

@@ -5,7 +5,7 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 
-from jobflow.api.openapi import spec
+from jobflow.web.api.openapi import spec
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 

@@ -5,8 +5,9 @@ import time
 
 import pytest
 
-from jobflow import pacing, queue
+from jobflow.jobs import queue
 from jobflow.models import Job
+from jobflow.worker import pacing
 
 
 @pytest.fixture

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 from bson.binary import Binary
 
-from jobflow import embedding_batches, queue
 from jobflow.embeddings import get_provider
 from jobflow.embeddings.openai_provider import OpenAIProvider
 from jobflow.embeddings.text import TEXTS_PER_JOB, embedded_texts
+from jobflow.jobs import queue
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_from_bson
 from jobflow.timeutil import utcnow
-from jobflow.worker import Worker
+from jobflow.worker import batch as embedding_batches
+from jobflow.worker.loop import Worker
 
 KEY = "sk-test-loopback"
 TEXTS = [("Registered Nurse", "Care for patients on the night shift in the surgery ward."),

@@ -136,10 +136,10 @@ def build_query(pairs: list[tuple[str, str]], tail: str) -> str:
 @pytest.fixture
 def world(app, fast_hashing):
     """Jobs, queue items in every state, workers, a failure group, alerts, audit entries; four callers."""
-    from jobflow import queue
-    from jobflow.auth.users import create_user
+    from jobflow.jobs import queue
     from jobflow.models import Alert, AuditEntry, Job, QueueItem, WorkerStatus
     from jobflow.ops.failures import error_signature
+    from jobflow.ops.users import create_user
     from jobflow.timeutil import utcnow
 
     app.request_class = RecordingRequest

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
-from jobflow import queue
+from jobflow.jobs import queue
+from jobflow.jobs.queue import QueuePolicy
 from jobflow.models import Job, QueueItem
-from jobflow.queue import QueuePolicy
 from jobflow.timeutil import utcnow
-from jobflow.worker import Worker
+from jobflow.worker.loop import Worker
 
 POLICY = QueuePolicy(max_attempts=3, retry_delays_ms=(100, 200, 300), cleanup_days=7)
 

@@ -2,8 +2,8 @@
 import numpy as np
 from bson import ObjectId
 
-from jobflow import queue, rollback
 from jobflow.db import get_db
+from jobflow.jobs import queue, rollback
 from jobflow.models import Job, WorkerStatus
 from jobflow.models.fields import vector_to_bson
 from jobflow.timeutil import utcnow
@@ -42,7 +42,7 @@ def test_level_1_serves_fallback_and_stops_claiming(app, client):
     assert result.exit_code == 0 and "level 1 in force" in result.output
     body = client.get(f"/api/jobs/{ids[0]}/similar").get_json()
     assert body["cached"] is False and body["count"] > 0      # the fallback answers
-    from jobflow.worker import Worker
+    from jobflow.worker.loop import Worker
     worker = Worker(dict(app.config), worker_id="rollback-test")
     assert worker.process_queue() == 0                         # claims nothing
     assert WorkerStatus.objects.get(workerId="rollback-test").reason == "disabled by rollback"

@@ -11,9 +11,9 @@ import re
 
 import pytest
 
-from jobflow.auth import load_user
-from jobflow.auth.users import authenticate, create_user, update_user
 from jobflow.models import AdminUser, QueueItem
+from jobflow.ops.users import authenticate, create_user, update_user
+from jobflow.web.access import load_user
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -94,7 +94,7 @@ def test_a_password_change_ends_the_old_sessions(app, admin):
 
 
 def test_create_admin_update_ends_the_old_sessions(app, admin):
-    from jobflow.auth.cli import register
+    from jobflow.cli import register
     if "create-admin" not in app.cli.commands:
         register(app)
     cookie = saved_cookie(admin)

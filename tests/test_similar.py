@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from bson import ObjectId
 
-from jobflow import job_store
+from jobflow.jobs import store
 from jobflow.models import Job
 from jobflow.models.fields import vector_to_bson
-from jobflow.similar_jobs import similar_jobs
+from jobflow.similarity.answer import similar_jobs
 from jobflow.similarity.lists import SimilarLists
 from jobflow.timeutil import utcnow
 
@@ -93,13 +93,13 @@ def test_a_sync_leaves_vectors_being_stored_to_their_own_batch(app):
     rng = np.random.default_rng(11)
     vectors = insert_jobs(30, rng)
     lists = computed_lists()
-    written, write = [], lists._write
+    written, write = [], lists.write
 
     def counted(ids):
         ids = list(ids)
         written.extend(ids)
         return write(ids)
-    lists._write = counted
+    lists.write = counted
     arriving = {}
     with lists.store(ids := [ObjectId() for _ in range(10)]):
         for _id in ids:                                 # the batch's vector write
@@ -139,13 +139,13 @@ def test_closing_and_deleting_refill_lists(app):
     popular = max(vectors, key=lambda j: sum(j in ids for ids in stored_lists().values()))
     assert sum(popular in ids for ids in stored_lists().values()) > 0
     holder = next(j for j, ids in stored_lists().items() if popular in ids)
-    job_store.update_job(popular, {"status": "closed"})           # through the API's own path
+    store.update_job(popular, {"status": "closed"})           # through the API's own path
     # The answer leaves it out at once; the index sync takes it out of every stored list.
     assert popular not in [e["job"]["id"] for e in similar_jobs(str(holder), 10)["similarJobs"]]
     lists.sync()
     assert all(popular not in ids for ids in stored_lists().values())
     doomed = next(j for j in vectors if j != popular and any(j in ids for ids in stored_lists().values()))
-    job_store.delete_job(doomed)
+    store.delete_job(doomed)
     lists.sync()                                                   # the deletion's note, no reconcile needed
     assert all(doomed not in ids for ids in stored_lists().values())
     remaining = {j: v for j, v in vectors.items() if j not in (popular, doomed)}
@@ -154,8 +154,8 @@ def test_closing_and_deleting_refill_lists(app):
 
 
 def test_reconcile_drops_jobs_removed_behind_its_back_across_pages(app, monkeypatch):
-    from jobflow.similarity import lists as lists_module
-    monkeypatch.setattr(lists_module, "RECONCILE_PAGE", 7)     # 40 jobs: six pages, the last one short
+    from jobflow.similarity import sync
+    monkeypatch.setattr(sync, "RECONCILE_PAGE", 7)     # 40 jobs: six pages, the last one short
     rng = np.random.default_rng(9)
     vectors = insert_jobs(40, rng)
     lists = computed_lists()
@@ -172,19 +172,19 @@ def test_reconcile_takes_at_most_a_fiftieth_of_the_time(app, monkeypatch):
     """Reading every indexed job back is a backstop: after one that took 40 ms the next waits 2 s or more."""
     import time
 
-    from jobflow.similarity import lists as lists_module
-    monkeypatch.setattr(lists_module, "RECONCILE_EVERY", 0.0)
+    from jobflow.similarity import sync
+    monkeypatch.setattr(sync, "RECONCILE_EVERY", 0.0)
     insert_jobs(10, np.random.default_rng(10))
     lists = computed_lists()
-    still, runs = lists._still_qualifying, []
+    still, runs = lists.still_qualifying, []
 
     def slow(ids):
         runs.append(len(ids))
         time.sleep(0.04)
         return still(ids)
-    lists._still_qualifying = slow
+    lists.still_qualifying = slow
     lists.sync()
-    assert runs == [10] and lists._reconcile_every >= 0.04 / lists_module.RECONCILE_SHARE
+    assert runs == [10] and lists.reconcile_every >= 0.04 / sync.RECONCILE_SHARE
     lists.sync()                                                # right after: not again
     assert runs == [10]
 
@@ -259,7 +259,7 @@ def test_cors_for_configured_origins(make_app):
 def test_recompute_runs_when_asked_then_waits_for_the_interval(app):
     """The admin action asks; one worker recomputes under the lease; the next check does nothing."""
     from jobflow.ops import recompute
-    from jobflow.worker import Worker
+    from jobflow.worker.loop import Worker
     vectors = insert_jobs(25, np.random.default_rng(11))
     worker = Worker({**app.config, "SIMILARITY_MIN_SCORE": MIN_SCORE, "SIMILARITY_TOP_N": TOP_N},
                     provider=type("P", (), {"dimensions": DIM, "model": MODEL, "max_concurrent": 1,

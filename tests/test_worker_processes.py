@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from devtools.openai_server import EmbeddingsServer
-from jobflow import queue
 from jobflow.embeddings.text import embedded_texts
+from jobflow.jobs import queue
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.timeutil import utcnow
 

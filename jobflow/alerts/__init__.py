@@ -10,9 +10,17 @@ from datetime import datetime
 
 from flask import Flask
 
-from ..timeutil import utcnow
-from .notify import CheckReport, EmailResult, apply_findings, due_email, notify_due, record_coverage, send_test_email
-from .rules import ALERTS_PAGE, PAGES, Finding, Snapshot, assess, evaluate, gather
+from jobflow.alerts.notify import (
+    CheckReport,
+    EmailResult,
+    apply_findings,
+    due_email,
+    notify_due,
+    record_coverage,
+    send_test_email,
+)
+from jobflow.alerts.rules import ALERTS_PAGE, PAGES, Finding, Snapshot, assess, evaluate, gather
+from jobflow.timeutil import utcnow
 
 
 def check_alerts(app: Flask, now: datetime | None = None) -> CheckReport:
@@ -29,7 +37,7 @@ def check_alerts(app: Flask, now: datetime | None = None) -> CheckReport:
 
 def list_alerts(status: str | None = None, limit: int = 50):
     """Alerts newest first, with their history, for the dashboard; ``status`` open or resolved."""
-    from ..models import Alert
+    from jobflow.models import Alert
     query = Alert.objects(status=status) if status else Alert.objects
     return list(query.order_by("-openedAt").limit(limit))
 

@@ -16,10 +16,10 @@ from flask import Flask, render_template
 from flask_mail import Connection, Message
 from mongoengine import NotUniqueError
 
-from ..models import Alert, AlertState
-from ..models.alert import HISTORY_KEEP
-from ..timeutil import duration_text, ms
-from .rules import ALERTS_PAGE, COVERAGE_WINDOW, Finding, Snapshot
+from jobflow.alerts.rules import ALERTS_PAGE, COVERAGE_WINDOW, Finding, Snapshot
+from jobflow.models import Alert, AlertState
+from jobflow.models.alert import HISTORY_KEEP
+from jobflow.timeutil import duration_text, ms
 
 log = logging.getLogger("jobflow.alerts")
 

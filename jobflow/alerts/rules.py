@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
 
-from ..thresholds import queue_too_long, too_many_failures
-from ..timeutil import duration_text, ms
+from jobflow.ops.thresholds import queue_too_long, too_many_failures
+from jobflow.timeutil import duration_text, ms
 
 FAILURE_WINDOW = timedelta(hours=1)
 RATE_LIMIT_WINDOW = timedelta(minutes=15)
@@ -243,10 +243,10 @@ def evaluate(snapshot: Snapshot, settings: dict) -> list[Finding]:
 
 def gather(settings: dict, now: datetime) -> Snapshot:
     """Read the figures the rules need: a handful of indexed counts and small reads."""
-    from ..models import AlertState, QueueItem, WorkerStatus
-    from ..models.worker_status import live_query
-    from ..ops.counts import job_counts, queue_counts
-    from ..ops.samples import latest_sample
+    from jobflow.models import AlertState, QueueItem, WorkerStatus
+    from jobflow.models.worker_status import live_query
+    from jobflow.ops.counts import job_counts, queue_counts
+    from jobflow.ops.samples import latest_sample
 
     items = QueueItem._get_collection()
     # Large counts come from the minute's sample (as on the pages): counted again here, each would hold the

@@ -1,7 +1,7 @@
 """Embedding providers: a small base class, a registry and a getter."""
 from __future__ import annotations
 
-from .base import (
+from jobflow.embeddings.base import (
     BadInput,
     ConfigurationError,
     EmbeddingBatch,
@@ -14,13 +14,13 @@ from .base import (
 
 
 def _openai(settings: dict) -> EmbeddingProvider:
-    from .openai_provider import OpenAIProvider
+    from jobflow.embeddings.openai_provider import OpenAIProvider
     return OpenAIProvider(api_key=settings["OPENAI_API_KEY"], model=settings["OPENAI_EMBEDDING_MODEL"],
                           timeout_ms=settings["OPENAI_API_TIMEOUT"], base_url=settings.get("OPENAI_BASE_URL", ""))
 
 
 def _local(settings: dict) -> EmbeddingProvider:
-    from .local import LocalProvider
+    from jobflow.embeddings.local import LocalProvider
     return LocalProvider()
 
 
@@ -35,7 +35,7 @@ def get_provider(settings: dict) -> EmbeddingProvider:
 def provider_model(settings: dict) -> str:
     """The model name the configured provider writes on embeddings (no provider is built)."""
     if settings["EMBEDDING_PROVIDER"] == "local":
-        from .local import LocalProvider
+        from jobflow.embeddings.local import LocalProvider
         return LocalProvider.model
     return settings["OPENAI_EMBEDDING_MODEL"]
 
@@ -46,11 +46,13 @@ def min_score(settings: dict, raw: bool = False) -> float:
     if settings.get("SIMILARITY_MIN_SCORE") is not None:
         return settings["SIMILARITY_MIN_SCORE"]
     if settings["EMBEDDING_PROVIDER"] == "local":
-        from .local import LocalProvider as provider
+        from jobflow.embeddings.local import LocalProvider
+        scores = LocalProvider
     else:
-        from .openai_provider import OpenAIProvider as provider
+        from jobflow.embeddings.openai_provider import OpenAIProvider
+        scores = OpenAIProvider
     balanced = settings.get("SIMILARITY_LANGUAGE_BALANCE", True) and not raw
-    return provider.balanced_min_score if balanced else provider.default_min_score
+    return scores.balanced_min_score if balanced else scores.default_min_score
 
 
 __all__ = ["BadInput", "ConfigurationError", "EmbeddingBatch", "EmbeddingProvider", "InvalidVector",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 
-from .text import strip_markup
+from jobflow.embeddings.text import strip_markup
 
 UNKNOWN = "und"
 MIN_CONFIDENCE = 0.6       # below this, py3langid's normalised probability is mostly a guess on short titles

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .base import EmbeddingBatch, EmbeddingProvider, ProviderError
+from jobflow.embeddings.base import EmbeddingBatch, EmbeddingProvider, ProviderError
 
 log = logging.getLogger("jobflow.embeddings")
 

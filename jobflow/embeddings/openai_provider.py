@@ -9,7 +9,7 @@ import uuid
 import numpy as np
 import openai
 
-from .base import BadInput, ConfigurationError, EmbeddingBatch, EmbeddingProvider, ProviderError, RateLimited
+from jobflow.embeddings.base import BadInput, ConfigurationError, EmbeddingBatch, EmbeddingProvider, ProviderError, RateLimited
 
 log = logging.getLogger("jobflow.embeddings")
 

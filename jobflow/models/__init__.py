@@ -1,14 +1,14 @@
 """Documents of JobFlow Similar; collection and field names follow the seed."""
-from .alert import Alert, AlertState
-from .audit import AuditEntry
-from .correction import CorrectionHeader
-from .job import Embedding, Job, JobDeletion, SimilarJob
-from .lease import Lease
-from .login_limit import LoginAttempts
-from .metric import MetricSample
-from .queue_item import QueueItem
-from .user import AdminUser
-from .worker_status import WorkerStatus
+from jobflow.models.alert import Alert, AlertState
+from jobflow.models.audit import AuditEntry
+from jobflow.models.correction import CorrectionHeader
+from jobflow.models.job import Embedding, Job, JobDeletion, SimilarJob
+from jobflow.models.lease import Lease
+from jobflow.models.login_limit import LoginAttempts
+from jobflow.models.metric_sample import MetricSample
+from jobflow.models.queue_item import QueueItem
+from jobflow.models.user import AdminUser
+from jobflow.models.worker_status import WorkerStatus
 
 ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, MetricSample, Alert, AlertState, CorrectionHeader,
                  LoginAttempts, JobDeletion)

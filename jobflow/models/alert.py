@@ -8,7 +8,7 @@ the figures then), emailed (the opened or resolved email went out), reminder
 """
 from mongoengine import DateTimeField, DictField, Document, IntField, ListField, StringField
 
-from ..timeutil import utcnow
+from jobflow.timeutil import utcnow
 
 ALERT_STATUSES = ("open", "resolved")
 ALERT_SEVERITIES = ("warning", "critical")

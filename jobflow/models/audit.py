@@ -1,7 +1,7 @@
 """Who did what to the pipeline, and when (collection ``auditlog``)."""
 from mongoengine import DateTimeField, DictField, Document, IntField, StringField
 
-from ..timeutil import utcnow
+from jobflow.timeutil import utcnow
 
 
 class AuditEntry(Document):

@@ -12,8 +12,8 @@ from mongoengine import (
     StringField,
 )
 
-from ..timeutil import utcnow
-from .fields import VectorField
+from jobflow.models.fields import VectorField
+from jobflow.timeutil import utcnow
 
 JOB_STATUSES = ("active", "closed", "draft", "expired")
 EMBEDDING_STATUSES = ("pending", "processing", "completed", "failed")

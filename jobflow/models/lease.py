@@ -5,7 +5,7 @@ from mongoengine import DateTimeField, Document, StringField
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from ..timeutil import utcnow
+from jobflow.timeutil import utcnow
 
 
 class Lease(Document):

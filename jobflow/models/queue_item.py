@@ -1,14 +1,14 @@
 """A unit of background work for one job (collection ``jobqueues``)."""
 from mongoengine import DateTimeField, DictField, Document, IntField, ListField, ObjectIdField, StringField
 
-from ..timeutil import utcnow
+from jobflow.timeutil import utcnow
 
 QUEUE_STATUSES = ("pending", "processing", "completed", "failed", "skipped")
 FINISHED_STATUSES = ("completed", "failed", "skipped")
 
 
 class QueueItem(Document):
-    """A queued task. Only ``jobflow.queue`` writes its state."""
+    """A queued task. Only ``jobflow.jobs.queue`` writes its state."""
     meta = {
         "collection": "jobqueues",
         "strict": False,

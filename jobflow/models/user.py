@@ -4,7 +4,7 @@ import secrets
 from mongoengine import DateTimeField, Document, StringField
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from ..timeutil import utcnow
+from jobflow.timeutil import utcnow
 
 ROLES = ("admin", "viewer")
 

@@ -1,7 +1,7 @@
 """What each worker process last said about itself (collection ``workerstatuses``)."""
 from mongoengine import DateTimeField, DictField, Document, IntField, StringField
 
-from ..timeutil import utcnow
+from jobflow.timeutil import utcnow
 
 WORKER_STATES = ("running", "paused", "stopping", "stopped", "degraded")
 

@@ -11,18 +11,18 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .. import queue
-from ..models import AuditEntry, QueueItem
-from ..models.queue_item import FINISHED_STATUSES
-from ..timeutil import utcnow
-from . import recompute, samples
-from .counts import job_counts
-from .failures import failure_group
-from .overview import estimate_seconds, throughput_per_minute
-from .queue_view import parse_oid
-from .workers import workers
+from jobflow.jobs import queue
+from jobflow.models import AuditEntry, QueueItem
+from jobflow.models.queue_item import FINISHED_STATUSES
+from jobflow.ops import recompute, samples
+from jobflow.ops.counts import job_counts
+from jobflow.ops.failures import failure_group
+from jobflow.ops.overview import estimate_seconds, throughput_per_minute
+from jobflow.ops.queue_view import parse_oid
+from jobflow.ops.workers import worker_rows
+from jobflow.timeutil import utcnow
 
-log = logging.getLogger("jobflow.admin")
+log = logging.getLogger("jobflow.web.admin")
 
 
 class ActionRefused(Exception):
@@ -188,7 +188,7 @@ def retry_group(actor: Actor, signature: str) -> int:
 
 def release_dead_worker(actor: Actor, worker_id: str, settings: dict) -> int:
     """Give back the items a dead (or stopped) worker holds; live workers are refused."""
-    row = next((r for r in workers(settings, limit=1000) if r["workerId"] == worker_id), None)
+    row = next((r for r in worker_rows(settings, limit=1000) if r["workerId"] == worker_id), None)
     if row is None:
         raise ActionRefused("no such worker")
     if row["level"] not in ("dead", "stopped"):
@@ -203,7 +203,7 @@ def release_dead_worker(actor: Actor, worker_id: str, settings: dict) -> int:
 def requeue_job(actor: Actor, job_id: str) -> bool:
     """Queue a job's embedding at live priority; False when one was already pending (its priority is raised)."""
     oid = parse_oid(job_id)
-    from ..models import Job
+    from jobflow.models import Job
     if oid is None or not Job.objects(id=oid).only("id").first():
         raise ActionRefused("no such job")
     created = queue.enqueue(oid, priority=queue.PRIORITY_LIVE, source="admin")

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-from .. import pacing
-from ..embeddings import provider_model
-from ..models import Job, QueueItem
-from ..timeutil import utcnow
+from jobflow.db import commands
+from jobflow.embeddings import provider_model
+from jobflow.models import Job, QueueItem
+from jobflow.timeutil import utcnow
 
 LIVE_COUNT_LIMIT = 2000                 # above this, a count comes from the latest sample (or a short cache)
 LIVE_CACHE_SECONDS = 60                 # a large count taken live, with no fresh sample, is reused this long
@@ -122,7 +122,7 @@ def job_counts_live(model: str) -> dict:
 
 def _by_status(jobs, match: dict, changed: bool = False) -> list[tuple[str | None, int, int]]:
     """(job status, count, of which still holding a vector when ``changed``) for the jobs matching ``match``."""
-    pacing.give_way()           # in a draining worker's sample: the API's reads catch up between these counts
+    commands.give_way()           # in a draining worker's sample: the API's reads catch up between these counts
     group: dict = {"_id": "$status", "n": {"$sum": 1}}
     if changed:
         group["changed"] = {"$sum": {"$cond": [{"$eq": [{"$type": "$embedding.vector"}, "missing"]}, 0, 1]}}

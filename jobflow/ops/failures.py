@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-from ..models import QueueItem
-from ..timeutil import utcnow
+from jobflow.models import QueueItem
+from jobflow.timeutil import utcnow
 
 _SIGNATURE_RULES = [
     (re.compile(r"\b[0-9a-f]{24}\b"), "<id>"),

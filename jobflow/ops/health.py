@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ..thresholds import queue_too_long, too_many_failed_items
-from ..timeutil import utcnow
-from . import samples
-from .counts import ACTIVE_STATES, Counts, coverage_figures, job_counts, queue_counts
-from .workers import alive_workers
+from jobflow.ops import samples
+from jobflow.ops.counts import ACTIVE_STATES, Counts, coverage_figures, job_counts, queue_counts
+from jobflow.ops.thresholds import queue_too_long, too_many_failed_items
+from jobflow.ops.workers import alive_workers
+from jobflow.timeutil import utcnow
 
 HEALTH_SAMPLE_AGE = timedelta(hours=1)   # health reads large counts from a sample up to this old
 
@@ -27,7 +27,7 @@ def health(settings: dict, now: datetime | None = None) -> dict:
 def health_report(settings: dict, now: datetime, counts: Counts, jobs: dict, active: int,
                   extra_reasons: tuple[str, ...] = ()) -> dict:
     """The health body from the figures: healthy, or degraded with the reasons."""
-    from ..timeutil import iso
+    from jobflow.timeutil import iso
     reasons = list(extra_reasons)
     if active == 0:
         reasons.append("no active worker (no heartbeat within WORKER_DEAD_THRESHOLD)")

@@ -5,12 +5,11 @@ import re
 
 from pymongo.errors import ExecutionTimeout
 
-from ..embeddings import provider_model
-from ..embeddings.language import normalise as normalise_language
-from ..embeddings.language import stored_language
-from ..embeddings.text import job_text, text_hash
-from ..models import Job, QueueItem
-from .queue_view import _title_prefix, parse_oid, with_titles
+from jobflow.embeddings import provider_model
+from jobflow.embeddings.language import normalise, stored_language
+from jobflow.embeddings.text import job_text, text_hash
+from jobflow.models import Job, QueueItem
+from jobflow.ops.queue_view import _title_prefix, parse_oid, with_titles
 
 JOB_LIST_FIELDS = {"title": 1, "company": 1, "status": 1, "createdAt": 1, "embedding.status": 1,
                    "embedding.model": 1, "embedding.tokens": 1, "similarJobs": {"$slice": 0}}
@@ -45,7 +44,7 @@ def search_jobs(q: str, limit: int = 20) -> list[dict]:
 def _language(doc: dict) -> dict:
     """{language, languageDetected}: the language the similarity correction counts the job in, and whether it was
     detected from the text (no ``language`` field) rather than given; None before the job is embedded."""
-    given = normalise_language(doc.get("language"))
+    given = normalise(doc.get("language"))
     if not given and not (doc.get("embedding") or {}).get("language"):
         return {"language": None, "languageDetected": False}
     return {"language": stored_language(doc), "languageDetected": not given}

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ..models import QueueItem
-from ..thresholds import queue_too_long, too_many_failed_items, too_many_failures
-from ..timeutil import utcnow
-from . import samples
-from .counts import job_counts, queue_counts
-from .queue_view import QUEUE_FIELDS, with_titles
-from .workers import worker_summary, workers
+from jobflow.models import QueueItem
+from jobflow.ops import samples
+from jobflow.ops.counts import job_counts, queue_counts
+from jobflow.ops.queue_view import QUEUE_FIELDS, with_titles
+from jobflow.ops.thresholds import queue_too_long, too_many_failed_items, too_many_failures
+from jobflow.ops.workers import worker_rows, worker_summary
+from jobflow.timeutil import utcnow
 
 
 def finished_since(status: str, since: datetime) -> int:
@@ -55,12 +55,12 @@ def recent_errors(now: datetime | None = None, limit: int = 8) -> list[dict]:
 
 # ----- overview --------------------------------------------------------------------------------
 
-def overview(settings: dict, now: datetime | None = None) -> dict:
+def overview_data(settings: dict, now: datetime | None = None) -> dict:
     """Everything the overview page and ``/api/admin/embeddings/status`` show, from bounded queries."""
     now = now or utcnow()
     sample = samples.latest_sample(now)
     counts = queue_counts(sample)
-    rows = workers(settings, now)
+    rows = worker_rows(settings, now)
     summary = worker_summary(rows)
     per_minute = throughput_per_minute(now)
     day = samples.totals(now - timedelta(days=1), now)
@@ -130,7 +130,7 @@ def open_alerts(data: dict, settings: dict) -> list[dict]:
 
 def stored_open_alerts() -> list[dict]:
     """The open alerts of the alert rules (jobflow.alerts), as overview entries."""
-    from ..models import Alert
+    from jobflow.models import Alert
     return [{"key": a["key"], "level": "bad" if a.get("severity") == "critical" else "warn",
              "title": a.get("title") or a["key"], "detail": a.get("summary") or "", "since": a.get("openedAt"),
              "page": a.get("page"), "stored": True}

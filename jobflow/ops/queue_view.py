@@ -16,10 +16,10 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.collation import Collation
 
-from .. import queue
-from ..models import Job, QueueItem
-from ..models.queue_item import QUEUE_STATUSES
-from ..timeutil import utcnow
+from jobflow.jobs import queue
+from jobflow.models import Job, QueueItem
+from jobflow.models.queue_item import QUEUE_STATUSES
+from jobflow.timeutil import utcnow
 
 TASK_TYPES = (queue.GENERATE_EMBEDDING,)
 PAGE_SIZE = 50
@@ -204,7 +204,7 @@ def queue_page(flt: QueueFilter, before: str | None = None, after: str | None = 
     return QueuePage(with_titles(page), older, newer)
 
 
-def queue_item(item_id: str) -> dict | None:
+def find_queue_item(item_id: str) -> dict | None:
     """One queue item with its whole error history and its job's title."""
     oid = parse_oid(item_id)
     doc = QueueItem._get_collection().find_one({"_id": oid}) if oid else None

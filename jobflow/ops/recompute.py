@@ -12,12 +12,12 @@ import time
 from datetime import datetime, timedelta
 from typing import Callable
 
-from ..models import Lease
-from ..similarity import stored_correction
-from ..similarity.correction import MIN_JOBS
-from ..timeutil import iso, ms, utcnow
+from jobflow.models import Lease
+from jobflow.similarity import stored_correction
+from jobflow.similarity.correction import MIN_JOBS
+from jobflow.timeutil import iso, ms, utcnow
 
-log = logging.getLogger("jobflow.worker")
+log = logging.getLogger("jobflow.worker.loop")
 
 STATE_ID = "recompute-similarity:state"   # in the leases collection, beside the lease itself
 LEASE = "recompute-similarity"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ..models import QueueItem, WorkerStatus
-from ..models.worker_status import live_query
-from ..timeutil import utcnow
+from jobflow.models import QueueItem, WorkerStatus
+from jobflow.models.worker_status import live_query
+from jobflow.timeutil import utcnow
 
 
 def heartbeat_level(age_seconds: float, state: str, settings: dict) -> str:
@@ -28,7 +28,7 @@ def held_items() -> dict[str, int]:
         if row["_id"]}
 
 
-def workers(settings: dict, now: datetime | None = None, limit: int = 200) -> list[dict]:
+def worker_rows(settings: dict, now: datetime | None = None, limit: int = 200) -> list[dict]:
     """Every known worker, newest heartbeat first, with its heartbeat level and the items it holds."""
     now = now or utcnow()
     held = held_items()

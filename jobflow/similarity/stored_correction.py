@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 from bson import Binary
 
-from ..models import CorrectionHeader
-from ..timeutil import utcnow
-from .correction import LanguageCorrection, LanguageTransform, Spectral
+from jobflow.models import CorrectionHeader
+from jobflow.similarity.correction import LanguageCorrection, LanguageTransform, Spectral
+from jobflow.timeutil import utcnow
 
 
 def _coll():

@@ -63,8 +63,8 @@ def shot():
 
 def sign_in(page, email, password, role="admin"):
     """Create the user if needed and sign in through the form."""
-    from jobflow.auth.users import create_user
     from jobflow.models import AdminUser
+    from jobflow.ops.users import create_user
     if not AdminUser.objects(email=email).first():
         create_user(email, password, role)
     page.goto("/login")

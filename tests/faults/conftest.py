@@ -16,10 +16,10 @@ import pytest
 from pymongo.errors import PyMongoError
 
 from devtools.openai_server import EmbeddingsServer
-from jobflow import queue
 from jobflow.db import free_port, ping
 from jobflow.embeddings.language import stored_language
 from jobflow.embeddings.text import embedded_texts
+from jobflow.jobs import queue
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_from_bson
 from jobflow.similarity import stored_correction

@@ -16,8 +16,8 @@ import pytest
 from pymongo import MongoClient
 
 from devtools.openai_server import EmbeddingsServer
-from jobflow import queue
 from jobflow.db import connect
+from jobflow.jobs import queue
 from jobflow.models import QueueItem, ensure_indexes
 
 from .conftest import (

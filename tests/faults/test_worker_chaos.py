@@ -12,9 +12,9 @@ import time
 import pytest
 
 from devtools.openai_server import EmbeddingsServer
-from jobflow import queue
+from jobflow.jobs import queue
 from jobflow.models import QueueItem
-from jobflow.worker import Worker
+from jobflow.worker.loop import Worker
 
 from .conftest import (
     KEY,

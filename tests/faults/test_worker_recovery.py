@@ -8,9 +8,9 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 from devtools.openai_server import EmbeddingsServer
-from jobflow import queue
+from jobflow.jobs import queue
 from jobflow.models import Job, QueueItem
-from jobflow.worker import Worker
+from jobflow.worker.loop import Worker
 
 from .conftest import KEY, MIN_SCORE, add_jobs, assert_end_state, held_count, list_problems
 
@@ -29,18 +29,18 @@ def worker(make_app):
 
 def test_a_batch_whose_writes_fail_is_given_back_at_the_next_poll(worker, monkeypatch):
     ids = add_jobs(30)
-    store = worker._store
+    store = worker.batch._store
 
     def database_gone(group, result):
         raise AutoReconnect("127.0.0.1:27017: connection closed")
-    monkeypatch.setattr(worker, "_store", database_gone)
+    monkeypatch.setattr(worker.batch, "_store", database_gone)
     with pytest.raises(AutoReconnect):
         worker.process_queue()
     assert held_count(worker.worker_id) == 30            # held, not failed: no error, no ten-minute retry delay
     assert QueueItem._get_collection().count_documents({"errorHistory.0": {"$exists": True}}) == 0
     assert worker.failed == 0
 
-    monkeypatch.setattr(worker, "_store", store)
+    monkeypatch.setattr(worker.batch, "_store", store)
     assert worker.process_queue() == 30                  # given back, claimed again, stored
     assert_end_state(ids)
     assert QueueItem._get_collection().count_documents({"attempts": 2}) == 30   # the lost attempt stays counted

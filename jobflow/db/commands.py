@@ -1,0 +1,40 @@
+"""Database commands of at most ``CHUNK`` documents, and the turn a process may give before each write.
+
+On the embedded database one process serves every command, so no command
+carries hundreds of documents, and a process that writes a lot (a draining
+worker) installs a gate, ``jobflow.worker.pacing``, that lets the API's queued
+reads go first. Without a gate nothing waits.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence, TypeVar
+
+CHUNK = 50      # documents per command
+T = TypeVar("T")
+_gate: Callable[[], float] | None = None
+
+
+def set_gate(gate: Callable[[], float] | None) -> None:
+    """Run ``gate`` before each write command of this process from now on (None: no gate)."""
+    global _gate
+    _gate = gate
+
+
+def give_way() -> float:
+    """Let queued reads go first when this process has a gate; the seconds waited."""
+    return _gate() if _gate is not None else 0.0
+
+
+def chunks(items: Sequence) -> Iterator[Sequence]:
+    """``items`` CHUNK at a time, one command each (reads; writes go through ``write_chunks``)."""
+    for start in range(0, len(items), CHUNK):
+        yield items[start:start + CHUNK]
+
+
+def write_chunks(items: Sequence, write: Callable[[Sequence], T]) -> list[T]:
+    """``write`` each CHUNK of ``items`` (one command each), giving way before each."""
+    done = []
+    for chunk in chunks(items):
+        give_way()
+        done.append(write(chunk))
+    return done

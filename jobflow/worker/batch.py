@@ -1,0 +1,268 @@
+"""Embedding a batch of claimed queue items: the provider calls, the checks, the writes, the settling.
+
+Order of writes per job: vector, then lists, then the queue item, so a crash
+at any point leaves work to redo, never a lie. Lists and completions are
+coalesced: written together at the next flush, not batch by batch.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import nullcontext
+from datetime import timedelta
+from typing import TYPE_CHECKING, NamedTuple
+
+from pymongo import UpdateOne
+from pymongo.errors import PyMongoError
+
+from jobflow.db import commands
+from jobflow.embeddings import BadInput, ConfigurationError, InvalidVector, ProviderError, RateLimited, check_vector
+from jobflow.embeddings.language import job_language
+from jobflow.embeddings.text import EMBEDDING_STATE_FIELDS, TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
+from jobflow.jobs import queue
+from jobflow.models import Job, WorkerStatus
+from jobflow.models.fields import vector_to_bson
+from jobflow.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from jobflow.embeddings import EmbeddingProvider
+    from jobflow.similarity.lists import SimilarLists
+
+log = logging.getLogger("jobflow.worker.loop")
+
+CONFIG_ERROR_RETRY = timedelta(seconds=60)
+
+
+class WorkEntry(NamedTuple):
+    """One job of a batch that needs embedding."""
+    item: dict          # its queue item, held by this worker
+    job: dict           # the job's text fields and embedding state (EMBEDDING_STATE_FIELDS)
+    texts: list[str]    # the TEXTS_PER_JOB texts to embed, prepared for the provider
+    digest: str         # the hash of the job's text, stored with the vector
+    language: str       # its ``language`` field, else the language its text reads as
+
+
+class Counters:
+    """What a worker has done so far: items processed and failed, tokens used."""
+
+    def __init__(self):
+        self.processed = 0
+        self.failed = 0
+        self.tokens = 0
+        self._lock = threading.Lock()
+
+    def add(self, processed: int = 0, failed: int = 0, tokens: int = 0) -> None:
+        with self._lock:
+            self.processed += processed
+            self.failed += failed
+            self.tokens += tokens
+
+
+class BatchProcessor:
+    """Embeds claimed items with its provider, stores the vectors, hands them to the lists, settles every item.
+
+    ``blocked_until`` (monotonic) is set when the provider asks this worker to
+    wait (rate limit, configuration error); ``trouble`` holds the configuration
+    error while it lasts, for the worker's state.
+    """
+
+    def __init__(self, worker_id: str, provider: EmbeddingProvider, policy: queue.QueuePolicy, counters: Counters,
+                 concurrency: int, lists: SimilarLists | None = None, debug: bool = False):
+        self.worker_id = worker_id
+        self.provider = provider
+        self.policy = policy
+        self.counters = counters
+        self.concurrency = concurrency
+        self.lists = lists
+        self.debug = debug
+        self.blocked_until = 0.0
+        self.trouble = ""
+        self.current: dict = {}         # the batch in flight: id, size, start (shown on the Workers page)
+        self.unflushed: list = []       # items whose lists wait for the next flush (then completed)
+        self.last_flush = time.monotonic()
+
+    def run(self, items: list[dict]) -> None:
+        """Embed what needs it, store vectors, update lists, settle every item."""
+        batch_id = uuid.uuid4().hex[:8]
+        self.current = {"id": batch_id, "size": len(items), "startedAt": utcnow()}
+        started = time.monotonic()
+        job_ids = [i["jobId"] for i in items]
+        # A read of 50 jobs at a time: the embedded database holds its readers back while it gathers one answer.
+        jobs = {j["_id"]: j for chunk in commands.chunks(job_ids)
+                for j in Job._get_collection().find({"_id": {"$in": chunk}}, EMBEDDING_STATE_FIELDS)}
+        to_embed: list[WorkEntry] = []
+        current: list[dict] = []
+        for item in items:
+            job = jobs.get(item["jobId"])
+            if job is None:
+                queue.skip(item["_id"], self.worker_id, "job deleted", self.policy)
+                continue
+            if job.get("status") != "active":
+                queue.skip(item["_id"], self.worker_id, f"job is {job.get('status')}", self.policy)
+                continue
+            text = job_text(job)
+            digest = text_hash(text)
+            emb = job.get("embedding") or {}
+            if emb.get("status") == "completed" and emb.get("textHash") == digest \
+                    and emb.get("model") == self.provider.model:
+                current.append(item)      # unchanged text and model: never embedded again
+                continue
+            to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest,
+                                      job_language(job)[0]))
+        if current:
+            self._settle_current(current)
+        if self.debug:
+            log.debug("batch %s: %d items, %d to embed, %d already current", batch_id, len(items), len(to_embed),
+                      len(current))
+        if to_embed:
+            self._embed_all(to_embed, batch_id)
+        if self.debug:
+            log.debug("batch %s done in %.2fs", batch_id, time.monotonic() - started)
+        self.current = {}
+
+    def _settle_current(self, items: list[dict]) -> None:
+        if self.lists is not None:
+            self.lists.ensure_listed([i["jobId"] for i in items], defer=True)
+        self.complete_after_flush([i["_id"] for i in items])
+        self._count(processed=len(items))
+
+    def _embed_all(self, work: list[WorkEntry], batch_id: str) -> None:
+        groups = self.provider.batches(["\n".join(w.texts) for w in work], inputs_each=TEXTS_PER_JOB)
+        pending = [[work[i] for i in group] for group in groups]
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="embed") as pool:
+            futures = {pool.submit(self._call, _flat(group)): group for group in pending}
+            while futures:
+                done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+                for future in done:
+                    group = futures.pop(future)
+                    try:
+                        self._store(group, future.result())
+                    except _Held:
+                        wait_s = max(self.blocked_until - time.monotonic(), 0.0)
+                        queue.release([w.item["_id"] for w in group], self.worker_id, delay=timedelta(seconds=wait_s))
+                    except RateLimited as exc:
+                        self._on_rate_limit(group, exc)
+                    except ConfigurationError as exc:
+                        self._on_config_error(group, exc)
+                    except BadInput as exc:
+                        if len(group) > 1:
+                            # One text may be the cause: try each alone so the others go through.
+                            for one in group:
+                                futures[pool.submit(self._call, _flat([one]))] = [one]
+                        else:
+                            self._fail(group, str(exc), retryable=False)
+                    except ProviderError as exc:
+                        self._fail(group, str(exc), retryable=exc.retryable)
+                    except PyMongoError:
+                        # The database, not the item, failed: no attempt is failed (nor a retry delay served);
+                        # the batch stops and process_queue gives back what is held once the database answers.
+                        raise
+                    except Exception as exc:  # one failing call never stops the loop
+                        log.error("batch %s: unexpected error: %s", batch_id, exc)
+                        self._fail(group, f"unexpected error: {type(exc).__name__}", retryable=True)
+
+    def _call(self, texts: list[str]):
+        """One provider call, unless a rate limit or a configuration error told this worker to wait."""
+        if time.monotonic() < self.blocked_until:
+            raise _Held()
+        try:
+            return self.provider.embed(texts)
+        except RateLimited as exc:
+            # Set in the calling thread, so the batch's next queued call already sees it.
+            self.blocked_until = max(self.blocked_until, time.monotonic() + max(exc.retry_after, 0.5))
+            raise
+        except ConfigurationError:
+            self.blocked_until = max(self.blocked_until, time.monotonic() + CONFIG_ERROR_RETRY.total_seconds())
+            raise
+
+    def _store(self, group, result) -> None:
+        """Write each valid vector, then its lists, then complete its item (in that order)."""
+        now = utcnow()
+        good, bad = [], []
+        for n, entry in enumerate(group):
+            pair = slice(n * TEXTS_PER_JOB, (n + 1) * TEXTS_PER_JOB)
+            try:
+                parts = [check_vector(v, self.provider.dimensions) for v in result.vectors[pair]]
+                good.append((entry, combine(parts), sum(result.tokens[pair])))
+            except InvalidVector as exc:
+                bad.append((entry, str(exc)))
+        if good:
+            ops = [UpdateOne({"_id": entry.job["_id"]}, {"$set": {
+                "embedding.status": "completed", "embedding.vector": vector_to_bson(vector),
+                "embedding.model": result.model, "embedding.dimensions": int(vector.shape[0]),
+                "embedding.textHash": entry.digest, "embedding.language": entry.language, "embedding.tokens": int(tokens),
+                "embedding.generatedAt": now, "embedding.error": None,
+                "embedding.retries": int(entry.item.get("attempts", 1)) - 1}})
+                for entry, vector, tokens in good]
+            ids = [entry.job["_id"] for entry, _, _ in good]
+            with self.lists.store(ids) if self.lists is not None else nullcontext():
+                commands.write_chunks(ops, lambda chunk: Job._get_collection().bulk_write(chunk, ordered=False))
+                if self.lists is not None:
+                    self.lists.on_embedded(ids, [vector for _, vector, _ in good], [entry.digest for entry, _, _ in good],
+                                           [entry.language for entry, _, _ in good], defer=True)
+            self.complete_after_flush([entry.item["_id"] for entry, _, _ in good])
+            self._count(processed=len(good), tokens=sum(t for *_, t in good))
+        for entry, error in bad:
+            self._fail([entry], f"invalid vector: {error}", retryable=True)
+
+    def complete_after_flush(self, item_ids: list) -> None:
+        """Complete these items once their lists are written (``flush_lists``): vector, lists, item, in order."""
+        self.unflushed.extend(item_ids)
+
+    def flush_lists(self) -> int:
+        """Write the lists changed since the last flush, then complete the items whose lists they are.
+
+        Lists of several batches are written once per flush (a list that changed five times is written once);
+        the worker flushes every SIMILARITY_FLUSH_INTERVAL during a drain and whenever the queue is empty.
+        """
+        written = self.lists.flush() if self.lists is not None else 0
+        items, self.unflushed = self.unflushed, []
+        if items:
+            queue.complete(items, self.worker_id, self.policy)
+        self.last_flush = time.monotonic()
+        return written
+
+    def _on_rate_limit(self, group, exc: RateLimited) -> None:
+        delay = max(exc.retry_after, 0.5)   # _call has already stopped further calls for this long
+        # Recorded for the "provider unhealthy" alert: rate limits spend no attempt and leave no queue error.
+        WorkerStatus._get_collection().update_one({"workerId": self.worker_id},
+                                                  {"$push": {"rateLimitedAt": {"$each": [utcnow()], "$slice": -20}}})
+        queue.release([w.item["_id"] for w in group], self.worker_id, delay=timedelta(seconds=delay))
+        log.warning("rate limited: %d items wait %.1fs (no attempt spent)", len(group), delay)
+
+    def _on_config_error(self, group, exc: ConfigurationError) -> None:
+        queue.release([w.item["_id"] for w in group], self.worker_id)
+        if self.trouble != str(exc):
+            log.error("stopped claiming: %s; trying again in %ds", exc, CONFIG_ERROR_RETRY.total_seconds())
+        self.trouble = str(exc)
+
+    def _count(self, processed: int = 0, failed: int = 0, tokens: int = 0) -> None:
+        self.counters.add(processed, failed, tokens)
+        if processed and self.trouble and time.monotonic() >= self.blocked_until:
+            self.trouble = ""
+
+    def _fail(self, group, error: str, retryable: bool) -> None:
+        failed = []
+        for item, job, *_ in group:
+            if queue.fail(item, self.worker_id, error, self.policy, retryable=retryable) == "failed":
+                failed.append(UpdateOne({"_id": job["_id"]}, {"$set": {
+                    # retries = attempts made, so the runbook's query (embedding.retries >= QUEUE_MAX_ATTEMPTS)
+                    # finds the jobs that used up their attempts.
+                    "embedding.status": "failed", "embedding.error": error[:500],
+                    "embedding.retries": int(item.get("attempts", 1))}}))
+        if failed:
+            Job._get_collection().bulk_write(failed, ordered=False)
+        self._count(failed=len(group))
+        log.warning("%d items failed an attempt: %s", len(group), error)
+
+
+class _Held(Exception):
+    """A provider call not made: the provider told this worker to wait (rate limit, configuration error)."""
+
+
+def _flat(group) -> list[str]:
+    """The texts of a group of work entries, in order (each job contributes TEXTS_PER_JOB)."""
+    return [text for entry in group for text in entry.texts]
