@@ -11,9 +11,11 @@ $(VENV)/bin/activate:
 
 install: $(VENV)/bin/activate
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 
 install-test: $(VENV)/bin/activate
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	./scripts/install-browser
 
 ## Install everything and run the whole product on http://127.0.0.1:5001

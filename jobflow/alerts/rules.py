@@ -1,37 +1,8 @@
 """Alert rules: ``gather`` reads the figures with a few indexed queries; ``assess`` decides, with no side effects.
 
 Every rule looks at a ``Snapshot`` and returns a ``Finding``, firing or not, so a
-resolved alert can show the figures that cleared it. ``evaluate`` keeps the
-firing ones. Nothing here sends mail or writes; the rules are tested with
-snapshots made by hand.
-
-What each rule measures:
-
-- ``failures``: queue items that failed in the last hour: items failed for good
-  whose ``finishedAt`` is within the hour (index ``finished``: status,
-  finishedAt), plus items still in the live queue (pending or processing)
-  whose ``errorHistory`` has an attempt within the hour (read through the
-  status prefix of ``claim_order``, so the cost is that of the live queue,
-  never of the kept history). Each item counts once, however many attempts
-  it failed; items that failed and then succeeded do not count. Fires above
-  ALERT_THRESHOLD_FAILURES.
-- ``queue``: pending items above ALERT_THRESHOLD_QUEUE_SIZE.
-- ``workers``: no live worker (not stopped, heartbeat within
-  WORKER_DEAD_THRESHOLD), and no worker at all has been heard from within
-  WORKER_DEAD_THRESHOLD, so a worker stopped cleanly for a deploy gets that
-  long to come back before anyone is told. A worker switched off
-  (EMBEDDING_WORKER_ENABLED=false, or a rollback) heartbeats but never
-  embeds: it does not count as heard from.
-- ``provider``: a live worker is ``degraded`` (the worker sets it with the
-  reason on a bad key or an unknown model), or RATE_LIMIT_REPEATS rate limits
-  or more within RATE_LIMIT_WINDOW. Rate limits are counted from the
-  ``rateLimitedAt`` times live workers record in their status, and from
-  queue errors within the window whose text says "rate limit".
-- ``coverage``: share of active jobs whose embedding is completed. Fires when
-  it is more than ALERT_COVERAGE_DROP below the highest coverage seen by the
-  checks of the last COVERAGE_WINDOW (so a drop is remembered for an hour,
-  not only until the next check a minute later), or below
-  ALERT_COVERAGE_MIN when that is set (0 = off).
+resolved alert can show the figures that cleared it. What each rule measures is
+in RELIABILITY.md, "Design notes".
 """
 from __future__ import annotations
 

@@ -1,18 +1,8 @@
 """Database connection: mongoengine on MongoDB, or the embedded SecantusDB server.
 
-With MONGODB_URI unset, a SecantusDB server runs as a process of its own with
-its data under ``instance/secantus``. Every process of the product that uses
-it (the web processes, the worker, a command) registers itself with a shared
-lock on ``secantus.users``; the server runs while any of them does, and the
-last one to exit stops it. So restarting any one process (the web service,
-say) never strands another. Its port is kept in ``secantus.json`` and used
-again at the next start, so clients reconnect to the same address. A file
-lock makes "look, then start (or stop)" atomic, so two starts never open one
-folder twice.
-
-The server has no authentication, so its folder is private: ``instance/`` and
-the data folder are mode 700, the files the product writes there mode 600,
-and the server itself runs with umask 077.
+With MONGODB_URI unset, the embedded server runs as a process of its own under
+``instance/secantus``, kept while any process of the product uses it and
+stopped by the last; its folder is private. How: RELIABILITY.md, "Design notes".
 """
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""A job's language: its ``language`` field when given, otherwise detected from its text.
+"""A job's language: its ``language`` field when given, otherwise detected from its text (py3langid).
 
-Detection uses py3langid (a maintained fork of langid.py: 4.5 MB, 142
-languages, Albanian among them, about 0.4 ms per posting on one core). The
-model is loaded on the first job that needs it (about 0.6 s, 77 MB), so a
-board whose jobs all carry ``language`` never loads it. A text too short or
-too mixed to tell gets ``und`` (undetermined), which the similarity
-correction treats as "any language".
+The detector loads on the first job that needs it, so a board whose jobs all
+carry ``language`` never loads it; a text too short or mixed to tell is ``und``.
 """
 from __future__ import annotations
 
@@ -74,7 +70,7 @@ def _get_identifier():
 
 
 def release() -> bool:
-    """Let go of the detector's model (about 70 MB; loading it again takes about 0.6 s). True if it was loaded.
+    """Let go of the detector's model; True if it was loaded.
 
     A worker calls this when a drain ends: detection is needed only for jobs without a ``language``, which come
     in drains (an import, a migration), so an idle worker does not keep the model.

@@ -160,11 +160,8 @@ _kept_lock = threading.Lock()
 def _candidates(key: tuple, due: dict, wanted: int) -> list:
     """The next ``wanted`` ids to try, best first.
 
-    On the embedded database a sorted read of the due items costs in proportion to all of them (about
-    0.4 s at 10,000), whatever its limit, and holds reads back while it runs. So one read keeps
-    CANDIDATE_ROUNDS claims' worth, and later claims take from those for up to CANDIDATE_SECONDS. Items of
-    a higher priority than the kept ones (a live edit during a back-fill) still go first: they are read
-    through the claim index, bounded to the priorities above, which costs only what they are.
+    One sorted read keeps CANDIDATE_ROUNDS claims' worth for up to CANDIDATE_SECONDS, because that read costs
+    as much as every due item; items of a higher priority than the kept ones (a live edit) still go first.
     """
     with _kept_lock:
         kept = _kept.get(key)

@@ -1,15 +1,8 @@
 """The sign-in limit: 10 wrong passwords a minute and 50 an hour per client address.
 
-Counted in the database (``LoginAttempts``), so every web process on every host
-shares one count per client. An attempt is counted atomically before the
-password is checked, so concurrent guesses cannot slip past the limit, and
-given back when the password was right: only wrong passwords use it up. A
-window opens at a client's first attempt: 10 in the minute after it, then 429
-until the minute is over.
-
-The client is ``request.remote_addr`` as Flask sees it (the real client when
-``TRUSTED_PROXIES`` tells the app to trust its proxy's X-Forwarded-For). An IPv6
-client counts by its /64 network, which one subscriber usually holds whole.
+Counted in the database, atomically before the password is checked, so every
+web process shares one count and concurrent guesses cannot slip past it.
+Details: RELIABILITY.md, "Design notes".
 """
 from __future__ import annotations
 

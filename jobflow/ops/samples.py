@@ -222,9 +222,8 @@ def percentile(values: list[float], fraction: float) -> float | None:
 def activity(start: datetime, end: datetime, slices: int = ACTIVITY_SLICES) -> dict:
     """Completions, final failures, queue latency (createdAt to finishedAt, p50/p95 ms) and tokens in [start, end).
 
-    Read a slice of the minute at a time (each query gathers only that slice's items and jobs), with a
-    draining worker giving way to the API's reads between them (pacing): at 3,000 jobs a minute, one query
-    over the whole minute holds the embedded database's readers back for about 0.3 s.
+    Read a slice at a time, giving way to the API's reads between slices: one query over a busy minute
+    would hold the embedded database's readers back.
     """
     queue, jobs = QueueItem._get_collection(), Job._get_collection()
     step = (end - start) / slices

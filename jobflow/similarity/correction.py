@@ -1,28 +1,8 @@
 """Language correction of embeddings: each language's vectors re-centred and re-shaped to a common form.
 
-A multilingual model places a text's language before its meaning: two jobs in
-one language score higher than the same role in two languages. Each
-language's jobs form a cloud of their own, with its own centre and its own
-shape (covariance). The correction moves every language's cloud to the same
-centre and gives it the shape of all languages together:
-
-    x  ->  P^(1/2) C_l^(-1/2) (x - m_l) + g m,   then normalised,
-
-with ``m_l`` and ``C_l`` the mean and covariance of language ``l``'s jobs,
-``P`` the covariance of every job around its own language's mean (the
-pooled shape) and ``m`` the mean of every job, of which ``g`` = ``KEEP_MEAN``
-is kept: all of it favours one language, none of it costs single-language
-titles a little MAP. Covariances are shrunk towards a sphere by Ledoit-Wolf's
-intensity, never below ``MIN_SHRINKAGE``, so a language with few jobs is
-mostly only centred. With one language, or languages of the same shape, the
-map is centring alone. A job of an undetermined language, or of one with fewer
-than ``MIN_JOBS`` jobs, is corrected as the fitted language whose mean is
-nearest to its vector (``keys``).
-
-Chosen on ``melo_deu_mixed`` and the demo postings against centring alone,
-whitening each language, and removing principal directions (README,
-"Similarity quality"). Pure numpy: arrays in, arrays out; storing the fitted
-state is the caller's.
+A multilingual model places a text's language before its meaning, so the same
+role in two languages scores below two jobs in one. Pure numpy: arrays in,
+arrays out. The map and why it was chosen: RELIABILITY.md, "Design notes".
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dashboard pages: parse the request, call ``stats`` or ``actions``, render.
+"""Dashboard pages: parse the request, call ``jobflow.ops``, render.
 
 Every page can answer ``?fragment=live`` with just its live regions, which
 ``static/admin.js`` swaps in every few seconds. Every action is a POST with a
