@@ -18,13 +18,13 @@ from jobflow.web.errors import APIError
 
 
 def init_app(app: Flask) -> None:
-    """Where flask-login sends anonymous users, and what it says."""
+    """How flask-login loads the signed-in user, where it sends anonymous users, and what it says."""
+    login_manager.user_loader(load_user)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Sign in to see the dashboard."
     login_manager.login_message_category = "info"
 
 
-@login_manager.user_loader
 def load_user(session_id: str):
     """The signed-in user, or None when the user is gone or the session was ended."""
     return session_user(session_id)
