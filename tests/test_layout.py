@@ -66,6 +66,15 @@ def test_at_most_ten_modules_sit_flat_under_the_package():
     assert "__init__.py" in flat and len(flat) <= MAX_FLAT_MODULES, flat
 
 
+def test_product_names_need_no_renaming_on_import():
+    """A name that had to be renamed wherever it is imported should have been named better (numpy's np aside)."""
+    renamed = [f"{path.relative_to(ROOT)}:{node.lineno} {alias.name} as {alias.asname}"
+               for path in python_files("jobflow") for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, (ast.Import, ast.ImportFrom))
+               for alias in node.names if alias.asname and (alias.name, alias.asname) != ("numpy", "np")]
+    assert renamed == []
+
+
 def test_no_file_edits_the_import_path():
     edit = re.compile(r"sys\.path\.(insert|append|extend)\(|sys\.path\s*[+]?=")
     editing = [str(path.relative_to(ROOT)) for path in python_files(".") if edit.search(path.read_text())]

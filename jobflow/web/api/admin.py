@@ -6,8 +6,7 @@ header). Calls the same functions as the dashboard pages.
 """
 from flask import current_app, jsonify, request, url_for
 from flask_login import current_user
-from flask_wtf.csrf import ValidationError as CSRFValidationError
-from flask_wtf.csrf import validate_csrf
+from flask_wtf import csrf
 
 from jobflow.extensions import limiter
 from jobflow.ops import actions, samples
@@ -33,8 +32,8 @@ def _actor(write: bool) -> actions.Actor:
             if not current_user.can_act:
                 raise APIError(403, "forbidden", "Viewers may look but not act.")
             try:
-                validate_csrf(request.headers.get("X-CSRFToken") or request.headers.get("X-CSRF-Token"))
-            except CSRFValidationError:
+                csrf.validate_csrf(request.headers.get("X-CSRFToken") or request.headers.get("X-CSRF-Token"))
+            except csrf.ValidationError:
                 raise APIError(400, "csrf_failed", "Send the session's CSRF token in the X-CSRFToken header.")
         return actions.Actor(current_user.email, "api", request.remote_addr)
     raise APIError(401, "unauthorized", "Send Authorization: Bearer <ADMIN_API_TOKEN>.",
