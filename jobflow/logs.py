@@ -146,8 +146,8 @@ def setup_logging(settings: dict) -> None:
     root.addHandler(handler)
     root.setLevel(settings.get("LOG_LEVEL", "INFO").upper())
     debug_any = any(settings.get(n) for n in ("DEBUG_EMBEDDINGS", "DEBUG_WORKER", "DEBUG_QUEUE"))
-    for name, flag in (("jobflow.embeddings", "DEBUG_EMBEDDINGS"), ("jobflow.worker.loop", "DEBUG_WORKER"),
-                       ("jobflow.jobs.queue", "DEBUG_QUEUE")):
+    for name, flag in (("jobflow.embeddings", "DEBUG_EMBEDDINGS"), ("jobflow.worker", "DEBUG_WORKER"),
+                       ("jobflow.queue", "DEBUG_QUEUE")):
         logging.getLogger(name).setLevel(logging.DEBUG if settings.get(flag) else logging.INFO)
     if debug_any:
         root.setLevel(min(root.level, logging.INFO))

@@ -238,7 +238,7 @@ def test_a_small_change_keeps_the_correction_a_large_one_recomputes_every_list(a
                                             "describe": lambda self: "test"})(), worker_id="w-refit")
     worker.lists = lists
     recompute.is_due(app.config)                    # starts the interval's clock: only the refit can run
-    with caplog.at_level(logging.INFO, logger="jobflow.worker.loop"):
+    with caplog.at_level(logging.INFO, logger="jobflow.worker"):
         written = worker.recompute_if_due()
     assert written == len(vectors) + 6 + 40
     assert "(language correction changed)" in caplog.text and "100%" in caplog.text

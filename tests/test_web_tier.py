@@ -177,7 +177,7 @@ def test_a_start_up_warning_waits_for_the_configured_format(capsys, monkeypatch,
 def restore_logging():
     """setup_logging changes the root logger and some levels: put them back afterwards."""
     root = logging.getLogger()
-    names = ("apscheduler", "werkzeug", "pymongo", "jobflow.worker.loop", "jobflow.jobs.queue", "jobflow.embeddings")
+    names = ("apscheduler", "werkzeug", "pymongo", "jobflow.worker", "jobflow.queue", "jobflow.embeddings")
     saved = (list(root.handlers), root.level, {n: logging.getLogger(n).level for n in names})
     yield
     for handler in list(root.handlers):

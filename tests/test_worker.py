@@ -87,7 +87,7 @@ def test_scheduled_worker_drains_logs_and_stops(openai_settings, server, caplog)
         worker.stop(timeout=5)
     assert worker.state == "stopped" and worker_status(worker)["state"] == "stopped"
     assert statuses()["processing"] == 0
-    lines = [r.getMessage() for r in caplog.records if r.name == "jobflow.worker.loop"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "jobflow.worker"]
     assert any(m.startswith("batch ") and "5 items, 5 to embed" in m for m in lines), lines
     stats = next(m for m in lines if m.startswith("WORKER STATS"))
     assert f"id={worker.worker_id}" in stats and "processed=" in stats and "memory=" in stats

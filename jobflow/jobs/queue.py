@@ -22,7 +22,7 @@ from jobflow.models import QueueItem
 from jobflow.models.queue_item import FINISHED_STATUSES, QUEUE_STATUSES
 from jobflow.timeutil import ms, utcnow
 
-log = logging.getLogger("jobflow.jobs.queue")
+log = logging.getLogger("jobflow.queue")
 
 GENERATE_EMBEDDING = "generate_embedding"
 PRIORITY_LIVE = 10       # a job was created or its text changed

@@ -22,7 +22,7 @@ from jobflow.ops.queue_view import parse_oid
 from jobflow.ops.workers import worker_rows
 from jobflow.timeutil import utcnow
 
-log = logging.getLogger("jobflow.web.admin")
+log = logging.getLogger("jobflow.admin")
 
 
 class ActionRefused(Exception):

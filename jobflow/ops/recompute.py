@@ -17,7 +17,7 @@ from jobflow.similarity import stored_correction
 from jobflow.similarity.correction import MIN_JOBS
 from jobflow.timeutil import iso, ms, utcnow
 
-log = logging.getLogger("jobflow.worker.loop")
+log = logging.getLogger("jobflow.worker")
 
 STATE_ID = "recompute-similarity:state"   # in the leases collection, beside the lease itself
 LEASE = "recompute-similarity"

@@ -7,7 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from jobflow.jobs.store import JobNotFound, ValidationError
 
-log = logging.getLogger("jobflow.web.public")
+log = logging.getLogger("jobflow.web")
 
 DATABASE_RETRY_AFTER = "5"
 _UNAVAILABLE_PAGE = ("<!doctype html>\n<html lang=en>\n<title>503 Service Unavailable</title>\n"

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from jobflow.embeddings import EmbeddingProvider
     from jobflow.similarity.lists import SimilarLists
 
-log = logging.getLogger("jobflow.worker.loop")
+log = logging.getLogger("jobflow.worker")
 
 CONFIG_ERROR_RETRY = timedelta(seconds=60)
 

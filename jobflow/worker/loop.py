@@ -27,7 +27,7 @@ from jobflow.timeutil import ms, utcnow
 from jobflow.worker import pacing
 from jobflow.worker.batch import BatchProcessor, Counters
 
-log = logging.getLogger("jobflow.worker.loop")
+log = logging.getLogger("jobflow.worker")
 
 DISABLED_REASON = "EMBEDDING_WORKER_ENABLED is false"
 

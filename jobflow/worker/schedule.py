@@ -21,7 +21,7 @@ from jobflow.db import keep_embedded_running
 from jobflow.models import Lease
 from jobflow.timeutil import utcnow
 
-log = logging.getLogger("jobflow.worker.loop")
+log = logging.getLogger("jobflow.worker")
 
 
 @dataclass(frozen=True)
