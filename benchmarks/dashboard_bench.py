@@ -13,7 +13,6 @@ import random
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -183,35 +182,6 @@ def seed_samples(now: datetime, rng: random.Random, minute_days: int = 3, hour_d
         roll_up_day((end - timedelta(days=i)).replace(hour=0, minute=0))
 
 
-def _start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
-    from jobflow.db import free_port, ping
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
-                                "--storage-path", str(Path(data_dir) / "data"), "--log-level", "WARNING"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    uri = f"mongodb://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not ping(uri, 500):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the benchmark database server did not start")
-        time.sleep(0.1)
-    return process, f"{uri}/dashboard_bench"
-
-
-def signed_in_client(app, email: str = "bench@example.com", password: str = "bench-password"):
-    """A test client signed in as a (new) admin."""
-    from jobflow.models import AdminUser
-    from jobflow.ops.users import create_user
-    if not AdminUser.objects(email=email).first():
-        create_user(email, password, "admin")
-    client = app.test_client()
-    html = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-    response = client.post("/login", data={"email": email, "password": password, "csrf_token": token})
-    assert response.status_code == 302, "sign-in failed"
-    return client
-
-
 def time_pages(client, pages: list[tuple[str, str]], repeat: int = 5, before_each=None) -> list[dict]:
     """Median, min and max milliseconds of each page over ``repeat`` runs after one warm-up."""
     rows = []
@@ -233,15 +203,16 @@ def time_pages(client, pages: list[tuple[str, str]], repeat: int = 5, before_eac
 def run(items: int = 100_000, jobs: int = 20_000, repeat: int = 5, uri: str | None = None,
         verbose: bool = True) -> list[dict]:
     """Seed, then time every dashboard page; one row per page (milliseconds)."""
-    sys.path.insert(0, str(ROOT))
     from jobflow import create_app
     from jobflow.models import Job, QueueItem
     from jobflow.ops import samples
     data_dir = tempfile.mkdtemp(prefix="jobflow-bench-")
-    process = None
+    server = None
     try:
         if uri is None:
-            process, uri = _start_server(data_dir)
+            from jobflow.db import EmbeddedServer
+            server = EmbeddedServer(Path(data_dir) / "secantus")
+            uri = server.ensure().rsplit("/", 1)[0] + "/dashboard_bench"
         app = create_app({"TESTING": True, "MONGODB_URI": uri, "INSTANCE_PATH": str(Path(data_dir) / "instance"),
                           "EMBEDDING_PROVIDER": "local", "OPENAI_API_KEY": "", "SECRET_KEY": "bench",
                           "ADMIN_API_TOKEN": "bench-token", "DEMO_DATA": False, "RATELIMIT_ENABLED": False,
@@ -252,7 +223,9 @@ def run(items: int = 100_000, jobs: int = 20_000, repeat: int = 5, uri: str | No
             if verbose:
                 print(f"seeded {items:,} queue items and {jobs:,} jobs in {time.perf_counter() - started:.0f}s: "
                       f"{made['byStatus']}", file=sys.stderr)
-            client = signed_in_client(app)
+            from tests.support.web import sign_in
+            client = app.test_client()
+            sign_in(client, "bench@example.com", "bench-password")
             some_job = Job._get_collection().find_one({"embedding.status": "completed"}, {"_id": 1, "title": 1})
             some_item = QueueItem._get_collection().find_one({"status": "failed"}, {"_id": 1})
             prefix = some_job["title"].split()[0].lower()
@@ -308,9 +281,8 @@ def run(items: int = 100_000, jobs: int = 20_000, repeat: int = 5, uri: str | No
                          "max_ms": round(seconds * 1000, 1)})
         return rows
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(15)
+        if server is not None:
+            server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -43,7 +43,6 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 KEY = "sk-test-loopback"
 MODEL = "text-embedding-3-small"
@@ -125,7 +124,7 @@ def cpu_shares(before: dict[str, float], after: dict[str, float], seconds: float
 
 
 def start_provider(stack: Stack, latency: float) -> str:
-    process = stack.spawn("provider", [sys.executable, "-m", "devtools.openai_server", "--port", "0",
+    process = stack.spawn("provider", [sys.executable, "-m", "tests.support.openai_server", "--port", "0",
                                        "--latency", str(latency), "--dimensions", str(DIMENSIONS)],
                           dict(os.environ), stdout=subprocess.PIPE)
     line = process.stdout.readline().decode().strip()
@@ -161,12 +160,12 @@ def wait_http(port: int, path: str, timeout: float) -> None:
 
 def seed(embedded: int, backlog: int) -> list[str]:
     """Insert the jobs; the embedded ones get the vector the loopback server would return. Their ids."""
-    from devtools.openai_server import embed_text
     from jobflow.embeddings.text import combine, embedded_texts, job_text, text_hash
     from jobflow.jobs import queue
     from jobflow.models import Job
     from jobflow.models.fields import vector_to_bson
     from jobflow.timeutil import utcnow
+    from tests.support.openai_server import embed_text
 
     from .pipeline_bench import demo_jobs
 

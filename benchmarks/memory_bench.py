@@ -63,10 +63,10 @@ def _seed(uri: str, n: int, dims: int, model: str) -> float:
 def measure(n: int, dims: int, server_uri: str, tmp: Path) -> dict:
     import psutil
 
-    from devtools.openai_server import EmbeddingsServer
     from jobflow import create_app
     from jobflow.jobs import queue
     from jobflow.models import Job
+    from tests.support.openai_server import EmbeddingsServer
     model = MODELS[dims]
     uri = f"{server_uri}/memory_{n}_{dims}"
     app = create_app({"TESTING": True, "MONGODB_URI": uri, "INSTANCE_PATH": str(tmp), "EMBEDDING_PROVIDER": "local",
@@ -128,7 +128,6 @@ def measure(n: int, dims: int, server_uri: str, tmp: Path) -> dict:
 
 def run(sizes=(10_000, 100_000), dims=(384, 1536)) -> list[dict]:
     """One row per (size, dimensions)."""
-    sys.path.insert(0, str(ROOT))
     from jobflow.db import EmbeddedServer
     rows = []
     with tempfile.TemporaryDirectory(prefix="jobflow-memory-") as folder:

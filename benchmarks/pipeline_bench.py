@@ -127,9 +127,9 @@ def run(jobs: int = 3000, latency: float = 0.2, local_jobs: int = 200, seed: int
     It connects this process to its own temporary database; pass ``restore_uri`` to be connected
     back to yours afterwards.
     """
-    from devtools.openai_server import EmbeddingsServer
     from jobflow.config import load_settings
     from jobflow.db import EmbeddedServer, connect
+    from tests.support.openai_server import EmbeddingsServer
 
     folder = Path(tempfile.mkdtemp(prefix="jobflow-bench-"))
     database = EmbeddedServer(folder / "secantus")

@@ -27,7 +27,6 @@ import argparse
 import csv
 import json
 import random
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -233,7 +232,6 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-mixed", action="store_true")
     parser.add_argument("--melo-queries", type=int, default=None)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     from jobflow.embeddings.local import LocalProvider
     provider = LocalProvider()
     print(f"provider local ({provider.model}), default minimum score {provider.balanced_min_score} (language-balanced), "

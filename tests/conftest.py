@@ -1,59 +1,22 @@
 """Fixtures: one real SecantusDB server per test session, a fresh database per test."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
-sys.path.insert(0, str(ROOT))
-
-from jobflow.db import free_port, ping  # noqa: E402
+from tests.support import SHARED_DATA, web
+from tests.support.database import DatabaseServer, fresh_database
 
 
 @pytest.fixture(scope="session")
 def mongo_server():
     """A SecantusDB server on loopback for the whole session; yields its base URI."""
-    data_dir = tempfile.mkdtemp(prefix="jobflow-test-db-")
-    port = free_port()
-    log = open(Path(data_dir) / "server.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
-                                "--storage-path", str(Path(data_dir) / "data"), "--log-level", "WARNING"],
-                               stdout=log, stderr=subprocess.STDOUT)
-    uri = f"mongodb://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not ping(uri, 500):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the test database server did not start; see " + str(Path(data_dir) / "server.log"))
-        time.sleep(0.1)
-    yield uri
-    # SecantusDB now and then misses the first SIGTERM (its main thread is waiting): ask again, then kill.
-    for stop in (process.terminate, process.terminate, process.kill):
-        stop()
-        try:
-            process.wait(10)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    log.close()
-    shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def fresh_database(mongo_server: str, prefix: str):
-    """Yield the URI of a database no other test uses, on the session's server; drop it afterwards."""
-    from pymongo import MongoClient
-    name = prefix + uuid.uuid4().hex[:12]
-    yield f"{mongo_server}/{name}"
-    client = MongoClient(mongo_server)
-    client.drop_database(name)
-    client.close()
+    server = DatabaseServer(Path(tempfile.mkdtemp(prefix="jobflow-test-db-")))
+    server.start()
+    yield server.base_uri
+    server.remove()
 
 
 @pytest.fixture
@@ -105,24 +68,11 @@ def fast_hashing(monkeypatch):
     monkeypatch.setattr("jobflow.ops.users._DUMMY_HASH", fast("not-a-real-password"))
 
 
-def csrf_from(html: str) -> str:
-    """The csrf_token of the first form in a page."""
-    import re
-    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
-
-
 @pytest.fixture
 def sign_in(client, fast_hashing):
     """Sign ``client`` in as a new user of ``role``; returns the session's CSRF token."""
-    from jobflow.ops.users import create_user
-
     def go(role="admin", email=None, password="correct horse"):
-        email = email or f"{role}@example.com"
-        create_user(email, password, role)
-        token = csrf_from(client.get("/login").get_data(as_text=True))
-        response = client.post("/login", data={"email": email, "password": password, "csrf_token": token})
-        assert response.status_code == 302, response.get_data(as_text=True)
-        return token
+        return web.sign_in(client, email or f"{role}@example.com", password, role)
     return go
 
 
@@ -136,7 +86,7 @@ def admin(client, sign_in):
 @pytest.fixture
 def server():
     """A loopback server speaking the OpenAI embeddings API (1536 floats, like text-embedding-3-small)."""
-    from devtools.openai_server import EmbeddingsServer
+    from tests.support.openai_server import EmbeddingsServer
     with EmbeddingsServer() as s:
         yield s
 

@@ -2,21 +2,12 @@
 from datetime import timedelta
 
 import pytest
-from bson import ObjectId
 
 from jobflow.models import AuditEntry, QueueItem, WorkerStatus
 from jobflow.timeutil import utcnow
+from tests.support.seeding import add_items
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
-
-
-def add_failed(n=1, status="failed"):
-    now = utcnow()
-    for _ in range(n):
-        QueueItem._get_collection().insert_one({
-            "jobId": ObjectId(), "taskType": "generate_embedding", "status": status, "priority": 5, "attempts": 3,
-            "nextAttemptAt": now, "createdAt": now, "updatedAt": now, "finishedAt": now, "lastError": "boom",
-            "errorHistory": [], "metadata": {"source": "api"}})
 
 
 ENDPOINTS = [("get", "/api/admin/embeddings/status"), ("get", "/api/admin/embeddings/queue"),
@@ -33,7 +24,7 @@ def test_refused_without_the_token(client, method, path):
 
 
 def test_reads_with_the_token(client, auth_headers):
-    add_failed(2)
+    add_items(2, "failed", "boom")
     WorkerStatus._get_collection().insert_one({"workerId": "w:1:a", "state": "running", "lastHeartbeat": utcnow()})
     status = client.get("/api/admin/embeddings/status", headers=auth_headers).get_json()
     assert status["queue"] == {"pending": 0, "processing": 0, "failed": 2}
@@ -49,7 +40,7 @@ def test_reads_with_the_token(client, auth_headers):
 
 
 def test_actions_with_the_token(client, auth_headers):
-    add_failed(3)
+    add_items(3, "failed", "boom")
     dry = client.post("/api/admin/embeddings/retry-failed", json={"dryRun": True}, headers=auth_headers).get_json()
     assert dry["count"] == 3 and dry["action"] == "retry-failed" and "estimatedSeconds" in dry
     assert QueueItem.objects(status="failed").count() == 3
@@ -67,7 +58,7 @@ def test_actions_with_the_token(client, auth_headers):
 
 def test_session_access(client, sign_in):
     token = sign_in("admin")
-    add_failed(1)
+    add_items(1, "failed", "boom")
     assert client.get("/api/admin/embeddings/status").status_code == 200
     no_csrf = client.post("/api/admin/embeddings/retry-failed")
     assert no_csrf.status_code == 400 and no_csrf.get_json()["error"]["code"] == "csrf_failed"
@@ -78,7 +69,7 @@ def test_session_access(client, sign_in):
 
 def test_viewer_session_reads_but_cannot_act(client, sign_in):
     token = sign_in("viewer")
-    add_failed(1)
+    add_items(1, "failed", "boom")
     assert client.get("/api/admin/embeddings/queue").status_code == 200
     refused = client.post("/api/admin/embeddings/retry-failed", headers={"X-CSRFToken": token})
     assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "forbidden"
@@ -86,9 +77,9 @@ def test_viewer_session_reads_but_cannot_act(client, sign_in):
 
 
 def test_old_items_only_cleared(client, auth_headers):
-    add_failed(1, status="completed")
+    add_items(1, status="completed")
     QueueItem._get_collection().update_many({}, {"$set": {"finishedAt": utcnow() - timedelta(days=10)}})
-    add_failed(1, status="completed")
+    add_items(1, status="completed")
     dry = client.post("/api/admin/embeddings/clear-old-queue", json={"dryRun": True}, headers=auth_headers)
     assert dry.get_json()["count"] == 1
     done = client.post("/api/admin/embeddings/clear-old-queue", json={}, headers=auth_headers).get_json()

@@ -5,6 +5,7 @@ import pytest
 
 from jobflow.models import AdminUser, AuditEntry, QueueItem
 from jobflow.ops.users import UserError, authenticate, create_user, first_run_notice
+from tests.support.web import sign_in
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -13,19 +14,11 @@ def csrf_token(client, path="/login"):
     return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
 
 
-def login(client, email="admin@example.com", password="correct horse", role="admin"):
-    if not AdminUser.objects(email=email).first():
-        create_user(email, password, role)
-    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_token(client)})
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return response
-
-
 def test_pages_need_a_sign_in(client):
     response = client.get("/admin/embeddings/queue")
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login?next=")
-    login(client)
+    sign_in(client)
     assert client.get("/admin/embeddings/queue").status_code == 200
 
 
@@ -74,7 +67,9 @@ def test_login_is_rate_limited(client):
 
 
 def test_session_cookie_and_security_headers(client):
-    response = login(client)
+    create_user("admin@example.com", "correct horse", "admin")
+    response = client.post("/login", data={"email": "admin@example.com", "password": "correct horse",
+                                           "csrf_token": csrf_token(client)})
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     page = client.get("/admin/embeddings")
@@ -88,7 +83,7 @@ def test_session_cookie_and_security_headers(client):
 def test_viewer_may_look_but_not_act(client):
     item = QueueItem(jobId="65a000000000000000000001", status="failed", lastError="boom")
     item.save()
-    login(client, "viewer@example.com", "viewer pass", role="viewer")
+    sign_in(client, "viewer@example.com", "viewer pass", role="viewer")
     page = client.get("/admin/embeddings")
     assert page.status_code == 200 and "you can look at everything but not act" in page.get_data(as_text=True)
     detail = client.get(f"/admin/embeddings/queue/{item.id}").get_data(as_text=True)
@@ -103,7 +98,7 @@ def test_viewer_may_look_but_not_act(client):
 
 
 def test_logout_is_a_post_with_csrf(client):
-    login(client)
+    sign_in(client)
     assert client.get("/logout").status_code == 405
     assert client.post("/logout").status_code == 400          # no token
     token = csrf_token(client, "/admin/embeddings")
@@ -168,7 +163,7 @@ def test_an_unsafe_next_in_the_form_goes_to_the_dashboard(client, target):
 
 
 def test_an_unsafe_next_in_the_query_goes_to_the_dashboard(client):
-    login(client)
+    sign_in(client)
     for query in ("/%0d%0aSet-Cookie:x=1", "%2F%0aSet-Cookie:x=1", "http://[::1", "//evil.example", "/%5Cevil"):
         response = client.get("/login?next=" + query)
         assert response.status_code == 302 and response.headers["Location"] == "/admin/embeddings", query

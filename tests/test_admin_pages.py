@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from bson import ObjectId
 
-from jobflow.models import Job, QueueItem, WorkerStatus
+from jobflow.models import Job, WorkerStatus
 from jobflow.models.fields import vector_to_bson
 from jobflow.ops.failures import failure_groups
 from jobflow.ops.overview import overview_data
 from jobflow.ops.queue_view import QueueFilter, queue_page
 from jobflow.ops.workers import worker_rows
 from jobflow.timeutil import utcnow
+from tests.support.seeding import add_item
 
 MODEL = "multilingual-e5-small"
 
@@ -30,22 +31,6 @@ def add_job(title="Backend Developer", status="completed", model=MODEL, **extra)
     if embedding:
         doc["embedding"] = embedding
     return Job._get_collection().insert_one(doc).inserted_id
-
-
-def add_item(job_id=None, status="pending", error=None, created=None, **extra):
-    created = created or utcnow()
-    doc = {"_id": ObjectId.from_datetime(created) if extra.pop("time_id", False) else ObjectId(),
-           "jobId": job_id or ObjectId(), "taskType": "generate_embedding", "status": status, "priority": 10,
-           "attempts": 3 if status == "failed" else 0, "nextAttemptAt": created, "createdAt": created,
-           "updatedAt": created, "metadata": {"source": "api"}, "errorHistory": []}
-    if status in ("failed", "completed", "skipped"):
-        doc["finishedAt"] = extra.pop("finished", created)
-    if error:
-        doc["lastError"] = error
-        doc["errorHistory"] = [{"at": created, "attempt": n, "error": f"{error} (attempt {n})", "owner": "w1"}
-                               for n in (1, 2, 3)]
-    doc.update(extra)
-    return QueueItem._get_collection().insert_one(doc).inserted_id
 
 
 def add_worker(worker_id, age_seconds, state="running", **extra):

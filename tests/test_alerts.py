@@ -1,13 +1,11 @@
 """Alerts: pure rules on hand-made snapshots, then real emails through a real SMTP server (aiosmtpd on loopback)."""
 from __future__ import annotations
 
-import email
 import logging
 import socket
 import threading
 import time
 from datetime import timedelta
-from email import policy
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -21,6 +19,7 @@ from jobflow.embeddings import provider_model
 from jobflow.jobs import queue
 from jobflow.models import Alert, Job, QueueItem, WorkerStatus
 from jobflow.timeutil import utcnow
+from tests.support.mail import Inbox
 
 SETTINGS = load_settings({})   # seed defaults: 10 failures, 100 pending, dead after 180 s, drop 0.05, floor off
 NOW = utcnow()
@@ -168,43 +167,11 @@ def test_coverage_drop_opens_an_alert_from_the_stored_figure(app):
 
 # ----- emails through a real SMTP server ----------------------------------------------------------------------
 
-class Inbox:
-    """An aiosmtpd handler that keeps every message it receives."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 Message accepted for delivery"
-
-
-class SMTPServer:
-    """A real SMTP server on 127.0.0.1 that can be stopped and started again on the same port."""
-
-    def __init__(self):
-        self.inbox = Inbox()
-        self.port = free_port()
-        self.controller = None
-
-    def start(self):
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self):
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-
 @pytest.fixture
 def smtp():
-    server = SMTPServer()
-    server.start()
-    yield server
-    server.stop()
+    box = Inbox().start()
+    yield box
+    box.stop()
 
 
 BASE = "https://jobs.example.com"
@@ -229,7 +196,7 @@ def heartbeat(at):
                                               upsert=True)
 
 
-def check(app, at):
+def check_at(app, at):
     heartbeat(at)
     return check_alerts(app, now=at)
 
@@ -247,11 +214,11 @@ def parts(message) -> tuple[str, str]:
 
 def test_one_email_on_open_none_before_the_reminder_then_a_reminder_and_one_on_resolve(mail_app, smtp):
     app = mail_app()
-    inbox = smtp.inbox
+    inbox = smtp
     fill_queue(6)
     t0 = utcnow()
 
-    report = check(app, t0)
+    report = check_at(app, t0)
     assert report.opened == ["queue"] and report.sent == [("queue", "opened")]
     assert len(inbox.messages) == 1
     message = inbox.messages[0]
@@ -264,19 +231,19 @@ def test_one_email_on_open_none_before_the_reminder_then_a_reminder_and_one_on_r
 
     # Still open: nothing more before the reminder period is over.
     for minutes in (1, 30, 59):
-        assert check(app, t0 + timedelta(minutes=minutes)).sent == []
+        assert check_at(app, t0 + timedelta(minutes=minutes)).sent == []
     assert len(inbox.messages) == 1
 
     # Past the period: one reminder, and the period starts again.
-    assert check(app, t0 + timedelta(minutes=61)).sent == [("queue", "reminder")]
-    assert check(app, t0 + timedelta(minutes=62)).sent == []
+    assert check_at(app, t0 + timedelta(minutes=61)).sent == [("queue", "reminder")]
+    assert check_at(app, t0 + timedelta(minutes=62)).sent == []
     assert len(inbox.messages) == 2 and inbox.messages[1]["Subject"].startswith("[JobFlow Similar] Still open:")
     assert "Open for: 61 min" in parts(inbox.messages[1])[0]
 
     # The queue drains: one email saying so, then silence.
     QueueItem._get_collection().delete_many({})
-    assert check(app, t0 + timedelta(minutes=70)).resolved == ["queue"]
-    assert check(app, t0 + timedelta(minutes=200)).sent == []
+    assert check_at(app, t0 + timedelta(minutes=70)).resolved == ["queue"]
+    assert check_at(app, t0 + timedelta(minutes=200)).sent == []
     assert len(inbox.messages) == 3
     resolved = inbox.messages[2]
     assert resolved["Subject"] == "[JobFlow Similar] Resolved: Embedding queue is backing up"
@@ -296,7 +263,7 @@ def test_a_mail_server_that_is_down_is_logged_and_retried(mail_app, smtp, caplog
     t0 = utcnow()
     caplog.set_level(logging.INFO, logger="jobflow.alerts")
 
-    report = check(app, t0)                                   # does not raise
+    report = check_at(app, t0)                                   # does not raise
     assert report.opened == ["queue"] and report.sent == []
     assert [(key, kind) for key, kind, _ in report.failed] == [("queue", "opened")]
     failures = [r for r in caplog.records if "not sent" in r.getMessage()]
@@ -304,16 +271,16 @@ def test_a_mail_server_that_is_down_is_logged_and_retried(mail_app, smtp, caplog
     line = failures[0].getMessage()
     assert "\n" not in line and "Traceback" not in line and "s3cret" not in line
     assert failures[0].exc_info is None and "ConnectionRefusedError" in line
-    check(app, t0 + timedelta(minutes=1))                     # still down: the same history entry counts it
+    check_at(app, t0 + timedelta(minutes=1))                     # still down: the same history entry counts it
     alert = Alert.objects.get(key="queue")
     assert [h["event"] for h in alert.history] == ["opened", "notify_failed"]
     assert alert.history[1]["attempts"] == 2 and alert.history[1]["email"] == "opened"
     assert alert.lastNotifiedAt is None and alert.owed == "opened"
 
     smtp.start()
-    assert check(app, t0 + timedelta(minutes=2)).sent == [("queue", "opened")]
-    assert len(smtp.inbox.messages) == 1 and smtp.inbox.messages[0]["Subject"].startswith("[JobFlow Similar] Alert:")
-    assert check(app, t0 + timedelta(minutes=3)).sent == []
+    assert check_at(app, t0 + timedelta(minutes=2)).sent == [("queue", "opened")]
+    assert len(smtp.messages) == 1 and smtp.messages[0]["Subject"].startswith("[JobFlow Similar] Alert:")
+    assert check_at(app, t0 + timedelta(minutes=3)).sent == []
     alert.reload()
     assert alert.owed is None and alert.notifications == 1
 
@@ -339,7 +306,7 @@ def test_a_mail_server_that_never_answers_times_out(mail_app):
         app = mail_app(MAIL_PORT=listener.getsockname()[1], MAIL_TIMEOUT=300)
         fill_queue(6)
         started = time.monotonic()
-        report = check(app, utcnow())
+        report = check_at(app, utcnow())
         assert time.monotonic() - started < 5
         assert report.failed and "timed out" in report.failed[0][2].lower()
     finally:
@@ -355,11 +322,11 @@ def test_alert_emails_off_the_alert_is_stored_and_listed_but_no_email(mail_app, 
     app = mail_app(ALERT_EMAIL_ENABLED=False)
     fill_queue(6)
     t0 = utcnow()
-    assert check(app, t0).opened == ["queue"]
-    assert check(app, t0 + timedelta(hours=3)).sent == []
+    assert check_at(app, t0).opened == ["queue"]
+    assert check_at(app, t0 + timedelta(hours=3)).sent == []
     QueueItem._get_collection().delete_many({})
-    assert check(app, t0 + timedelta(hours=4)).resolved == ["queue"]
-    assert smtp.inbox.messages == []
+    assert check_at(app, t0 + timedelta(hours=4)).resolved == ["queue"]
+    assert smtp.messages == []
     [alert] = list_alerts()
     assert alert.key == "queue" and alert.status == "resolved" and alert.notifications == 0
     assert [h["event"] for h in alert.history] == ["opened", "resolved"]
@@ -371,8 +338,8 @@ def test_send_a_test_email(mail_app, smtp):
     result = send_test_email(app)
     assert result.ok and "ops@example.com" in result.message and "ALERT_EMAIL_ENABLED=false" in result.message
     assert send_test_email(app, to="someone@example.com").ok
-    assert [r for r in smtp.inbox.recipients] == [["ops@example.com"], ["someone@example.com"]]
-    text, html = parts(smtp.inbox.messages[0])
+    assert [r for r in smtp.recipients] == [["ops@example.com"], ["someone@example.com"]]
+    text, html = parts(smtp.messages[0])
     assert "the mail settings work" in text and f"127.0.0.1:{smtp.port}" in html
     smtp.stop()
     failed = send_test_email(app)
@@ -410,7 +377,7 @@ def test_as_a_leased_periodic_job_one_process_checks_and_a_dead_mail_server_stop
     smtp.start()
     for worker in workers:
         _guarded(row, worker)()
-    assert len(smtp.inbox.messages) == 1
+    assert len(smtp.messages) == 1
 
 
 def test_an_email_due_in_two_processes_at_once_goes_out_once(mail_app, smtp):
@@ -420,12 +387,12 @@ def test_an_email_due_in_two_processes_at_once_goes_out_once(mail_app, smtp):
     app = mail_app(ALERT_EMAIL_ENABLED=False)
     fill_queue(6)
     now = utcnow()
-    check(app, now)
+    check_at(app, now)
     stale = Alert._get_collection().find_one({"key": "queue"})   # both processes read it before either sent
     with app.app_context():
         assert notify(app, stale, "opened", now) == (True, None)
         assert notify(app, stale, "opened", now) == (False, None)
-    assert len(smtp.inbox.messages) == 1
+    assert len(smtp.messages) == 1
     with pytest.raises(NotUniqueError):                            # and never two open alerts of one rule
         Alert(key="queue", status="open", title="again").save()
 
@@ -434,9 +401,6 @@ def test_dashboard_sends_a_test_email_after_confirmation(make_app, tmp_path):
     """The alerts page's "send a test email": a confirmation first, then one email through the real SMTP server."""
     import re
 
-    from aiosmtpd.controller import Controller
-
-    from jobflow.db import free_port
     from jobflow.models import AdminUser
 
     class Inbox:

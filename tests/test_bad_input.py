@@ -6,7 +6,6 @@ Bearer-token and CSRF bypass attempts, login brute force, and secrets through ev
 """
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from hypothesis import strategies as st
 
 from jobflow.jobs.store import FIELD_LIMITS, WRITABLE_FIELDS
 from jobflow.models import Job
+from tests.support.web import fresh_addr, seg, sign_in
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token"
@@ -34,12 +34,6 @@ SCRIPT = '<script>alert("pwned")</script>'
 NASTY = [SCRIPT, '"><img src=x onerror=alert(1)>', "{{7*7}}", "{% raw %}", "\u202eevil\u202c", "שלום עולם",
          "مرحبا بالعالم", "Zürich – Ελλάδα – 東京 – 🚀", "lone \ud800 surrogate", "\udfff", "a\u0000b",
          "line\r\nbreak", "x" * 400, " ", "", "null"]
-ADDRESSES = (f"198.51.100.{n}" for n in itertools.cycle(range(1, 255)))   # fake client addresses (in-process only)
-
-
-def fresh_addr() -> dict:
-    """A client address of its own, so the rate limits (kept on) never answer for another request."""
-    return {"REMOTE_ADDR": next(ADDRESSES)}
 
 
 def assert_answer(response, json_endpoint: bool = True) -> None:
@@ -82,11 +76,6 @@ query = st.dictionaries(st.sampled_from(["status", "category", "q", "limit", "af
                         st.one_of(nasty_text, st.integers().map(str)), max_size=5)
 content_types = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain",
                                  "application/x-www-form-urlencoded", "multipart/form-data", ""])
-
-
-def seg(value: str) -> str:
-    """A path segment; unpaired surrogates go as the invalid UTF-8 bytes a client could send."""
-    return quote(value, safe="", errors="surrogatepass")
 
 
 def qs(args: dict) -> str:
@@ -276,21 +265,9 @@ def test_script_in_every_field_is_escaped_on_the_public_pages(client):
     assert api.mimetype == "application/json" and api.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def login(client, email: str, password: str = "correct horse", role: str = "admin") -> str:
-    """Create a user and sign in with the login form; the session's CSRF token."""
-    from jobflow.ops.users import create_user
-    create_user(email, password, role)
-    form = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', form).group(1)
-    response = client.post("/login", data={"email": email, "password": password, "csrf_token": token},
-                           environ_base=fresh_addr())
-    assert response.status_code == 302, response.get_data(as_text=True)[:500]
-    return token
-
-
 def test_script_in_every_field_is_escaped_on_the_admin_pages(client, fast_hashing):
     job_id = markup_job(client)
-    login(client, "escape@example.com")
+    sign_in(client, "escape@example.com", environ_base=fresh_addr())
     for path in (f"/admin/embeddings/jobs/{job_id}", f"/admin/embeddings/jobs?q={quote('title <script>')}",
                  "/admin/embeddings/queue"):
         response = client.get(path)
@@ -349,7 +326,7 @@ def test_queue_cursors_at_the_ends_of_the_objectid_range_are_clamped(client, fas
                         environ_base=fresh_addr()).get_json()
     assert [i["id"] for i in listed["items"]] == newest_first[:2] and listed["next"]
     # The dashboard's queue page, as a viewer may reach it.
-    login(client, "viewer-cursor@example.com", role="viewer")
+    sign_in(client, "viewer-cursor@example.com", role="viewer", environ_base=fresh_addr())
     for args in ({"before": OID_ZERO}, {"after": OID_MAX}, {"before": OID_MAX}, {"after": OID_ZERO},
                  {"before": OID_ZERO, "status": "pending"}, {"after": OID_MAX, "task": "generate_embedding"}):
         response = client.get("/admin/embeddings/queue?" + qs(args), environ_base=fresh_addr())
@@ -379,7 +356,7 @@ def test_audit_page_with_an_extreme_or_bad_before_shows_the_first_page(client, f
     AuditEntry(actor="someone@example.com", via="cli", action="canary-action", target="t").save()
     first = [e.id for e in recent_audit()]
     assert len(first) == 1 and [e.id for e in recent_audit(before)] == first
-    login(client, "viewer-audit@example.com", role="viewer")
+    sign_in(client, "viewer-audit@example.com", role="viewer", environ_base=fresh_addr())
     response = client.get("/admin/embeddings/audit?" + qs({"before": before}), environ_base=fresh_addr())
     assert response.status_code == 200, response.status_code
     html = response.get_data(as_text=True)
@@ -445,7 +422,7 @@ def test_a_token_in_the_query_string_or_a_cookie_is_not_accepted(client):
 
 
 def test_admin_posts_from_a_session_need_the_csrf_token(client, fast_hashing):
-    token = login(client, "csrf@example.com")
+    token = sign_in(client, "csrf@example.com", environ_base=fresh_addr())
     for action in ("recompute-all", "retry-failed", "clear-old-queue"):
         for headers in ({}, {"X-CSRFToken": "forged"}, {"X-CSRFToken": ""}):
             response = client.post(f"/api/admin/embeddings/{action}?dryRun=1", json={}, headers=headers,
@@ -467,7 +444,7 @@ def test_admin_posts_from_a_session_need_the_csrf_token(client, fast_hashing):
 
 
 def test_a_viewer_session_cannot_act_even_with_its_token(client, fast_hashing):
-    token = login(client, "viewer@example.com", role="viewer")
+    token = sign_in(client, "viewer@example.com", role="viewer", environ_base=fresh_addr())
     response = client.post("/api/admin/embeddings/retry-failed", json={}, headers={"X-CSRFToken": token},
                            environ_base=fresh_addr())
     assert response.status_code == 403 and response.get_json()["error"]["code"] == "forbidden"
@@ -518,11 +495,11 @@ def test_no_secret_in_any_log_line_or_response(make_app, caplog, tmp_path):
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
 
-    from devtools.openai_server import EmbeddingsServer
     from jobflow.alerts import send_test_email
     from jobflow.db import free_port
     from jobflow.jobs import queue
     from jobflow.worker.loop import Worker
+    from tests.support.openai_server import EmbeddingsServer
 
     caplog.set_level(logging.DEBUG)
     responses: list[str] = []
@@ -592,8 +569,8 @@ def test_no_secret_in_any_log_line_or_response(make_app, caplog, tmp_path):
 
 @pytest.mark.slow
 def test_no_secret_in_a_worker_process_or_command_output(app, db_uri, tmp_path):
-    from devtools.openai_server import EmbeddingsServer
     from jobflow.jobs import queue
+    from tests.support.openai_server import EmbeddingsServer
     job = Job(title="Secret test", description="d", status="active").save()
     queue.enqueue(job.id)
     with EmbeddingsServer(api_key="sk-the-right-key-is-not-ours-000") as provider:

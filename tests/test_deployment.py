@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
-from devtools.openai_server import EmbeddingsServer
 from jobflow.db import free_port, ping
+from tests.support.openai_server import EmbeddingsServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ENSURE = """
 import sys, json
-sys.path.insert(0, {root!r})
 from jobflow.db import EmbeddedServer
 server = EmbeddedServer({data!r})
 uri = server.ensure()
@@ -45,7 +44,7 @@ def test_restart_keeps_data(tmp_path):
 @pytest.mark.slow
 def test_two_starts_share_one_server(tmp_path):
     data = str(tmp_path / "secantus")
-    procs = [subprocess.Popen([sys.executable, "-c", ENSURE.format(root=str(ROOT), data=data)],
+    procs = [subprocess.Popen([sys.executable, "-c", ENSURE.format(data=data)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         answers = [json.loads(p.stdout.readline()) for p in procs]
@@ -78,10 +77,10 @@ def _leave(process) -> None:
 def test_killed_user_does_not_keep_it_running(tmp_path):
     """A user that dies without cleaning up (SIGKILL) drops out: the last one left still stops the server."""
     data = str(tmp_path / "secantus")
-    first = subprocess.Popen([sys.executable, "-c", ENSURE.format(root=str(ROOT), data=data)],
+    first = subprocess.Popen([sys.executable, "-c", ENSURE.format(data=data)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     uri = json.loads(first.stdout.readline())["uri"]
-    second = subprocess.Popen([sys.executable, "-c", ENSURE.format(root=str(ROOT), data=data)],
+    second = subprocess.Popen([sys.executable, "-c", ENSURE.format(data=data)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert json.loads(second.stdout.readline())["uri"] == uri

@@ -1,22 +1,11 @@
 """GET /api/health/embeddings: the seed's shape, why it is degraded, 503 fast when the database is down."""
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 
-from bson import ObjectId
-
-from jobflow.db import free_port, ping
-from jobflow.models import Job, QueueItem, WorkerStatus
+from jobflow.models import Job, WorkerStatus
 from jobflow.timeutil import utcnow
-
-
-def add_items(status, n):
-    QueueItem._get_collection().insert_many([{"jobId": ObjectId(), "taskType": "generate_embedding",
-                                              "status": status} for _ in range(n)])
+from tests.support.database import DatabaseServer
+from tests.support.seeding import add_items
 
 
 def test_healthy_shape(client):
@@ -29,7 +18,7 @@ def test_healthy_shape(client):
         # Closed jobs are not embedded, so coverage leaves them out (embedded or not).
         {"title": "e", "status": "closed"},
         {"title": "f", "status": "closed", "embedding": current}])
-    add_items("pending", 2)
+    add_items(2, "pending")
     WorkerStatus._get_collection().insert_one({"workerId": "w:1:a", "state": "running", "lastHeartbeat": utcnow()})
     response = client.get("/api/health/embeddings")
     body = response.get_json()
@@ -42,8 +31,8 @@ def test_healthy_shape(client):
 
 def test_degraded_says_why(client):
     client.application.config["ALERT_THRESHOLD_QUEUE_SIZE"] = 5
-    add_items("pending", 6)   # more than the threshold, as for the alert rule
-    add_items("failed", 50)
+    add_items(6, "pending")   # more than the threshold, as for the alert rule
+    add_items(50, "failed")
     WorkerStatus._get_collection().insert_one({"workerId": "old", "state": "running",
                                                "lastHeartbeat": utcnow() - timedelta(hours=1)})
     WorkerStatus._get_collection().insert_one({"workerId": "done", "state": "stopped", "lastHeartbeat": utcnow()})
@@ -54,23 +43,14 @@ def test_degraded_says_why(client):
     assert "no active worker" in reasons and "6 pending items" in reasons and "50 failed items" in reasons
 
 
-def test_database_down_answers_503_quickly(make_app):
-    data_dir = tempfile.mkdtemp(prefix="jobflow-health-")
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
-                               "--storage-path", str(Path(data_dir) / "data"), "--log-level", "WARNING"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+def test_database_down_answers_503_quickly(make_app, tmp_path):
+    server = DatabaseServer(tmp_path / "db")
+    server.start()
     try:
-        uri = f"mongodb://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while not ping(uri, 300):
-            assert server.poll() is None and time.monotonic() < deadline, "test server did not start"
-            time.sleep(0.1)
-        app = make_app(MONGODB_URI=f"{uri}/health_down")
+        app = make_app(MONGODB_URI=server.uri("health_down"))
         client = app.test_client()
         assert client.get("/api/health/embeddings").status_code == 200
-        server.terminate()
-        server.wait(15)
+        server.stop()
         started = time.monotonic()
         response = client.get("/api/health/embeddings")
         elapsed = time.monotonic() - started
@@ -78,12 +58,9 @@ def test_database_down_answers_503_quickly(make_app):
         body = response.get_json()
         assert body["status"] == "error" and body["error"]["code"] == "database_unavailable"
         text = response.get_data(as_text=True)
-        assert "Traceback" not in text and "127.0.0.1" not in text and str(port) not in text
+        assert "Traceback" not in text and "127.0.0.1" not in text and str(server.port) not in text
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        server.remove()
 
 
 def test_slow_counts_answer_degraded_from_the_newest_sample(client, monkeypatch):

@@ -2,9 +2,9 @@
 import json
 
 import pytest
-from conftest import SHARED_DATA
 
 from jobflow.models import Job, QueueItem
+from tests.support import SHARED_DATA
 
 
 def test_import_jsonl_reports_invalid_rows_and_skips_repeats(app, tmp_path):

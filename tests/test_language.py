@@ -21,6 +21,7 @@ from jobflow.similarity.correction import KEEP_MEAN, MIN_JOBS, LanguageCorrectio
 from jobflow.similarity.lists import SimilarLists
 from jobflow.timeutil import utcnow
 from jobflow.worker.loop import Worker
+from tests.support.seeding import BILINGUAL_ROLES, bilingual_postings
 
 MODEL = "test-model"
 DIM = 24
@@ -184,14 +185,14 @@ def assert_exact(expected: dict, actual: dict) -> None:
         assert actual[job_id] == ids, f"list of {job_id}"
 
 
-def make_lists(model=MODEL, **kw):
+def small_lists(model=MODEL, **kw):
     return SimilarLists(DIM, TOP_N, 0.0, model, block_size=13, **kw)
 
 
 def test_first_fit_is_stored_adopted_and_every_worker_computes_the_same_lists(app, caplog):
     vectors, languages, topics = bilingual(np.random.default_rng(4))
     ids = insert(vectors, languages, field="embedding.language")
-    a, b = make_lists(), make_lists()
+    a, b = small_lists(), small_lists()
     a.load(), b.load()
     assert a.refit_due() and not a.correction.active
     with caplog.at_level(logging.INFO, logger="jobflow.similarity"):
@@ -215,7 +216,7 @@ def test_a_small_change_keeps_the_correction_a_large_one_recomputes_every_list(a
     held = np.arange(len(drawn)) % 7 == 6                            # one job per topic and language held back
     vectors, languages = drawn[~held], [lang for lang, h in zip(drawn_langs, held) if not h]
     insert(vectors, languages)
-    lists = make_lists()
+    lists = small_lists()
     lists.load()
     assert lists.refit() is not None
     lists.write_all()
@@ -252,7 +253,7 @@ def test_a_small_change_keeps_the_correction_a_large_one_recomputes_every_list(a
 def test_a_changed_language_field_moves_the_job_to_its_new_language(app):
     vectors, languages, _ = bilingual(np.random.default_rng(6))
     ids = insert(vectors, languages)
-    lists = make_lists()
+    lists = small_lists()
     lists.load()
     lists.refit()
     lists.write_all()
@@ -265,11 +266,11 @@ def test_a_changed_language_field_moves_the_job_to_its_new_language(app):
 def test_switching_the_setting_off_asks_for_a_recompute_with_raw_vectors(app):
     vectors, languages, _ = bilingual(np.random.default_rng(7))
     insert(vectors, languages)
-    on = make_lists()
+    on = small_lists()
     on.load()
     on.refit()
     on.write_all()
-    off = make_lists(language_balance=False)
+    off = small_lists(language_balance=False)
     off.load()
     assert not off.correction.active and off.stored_lists_stale()
     off.recompute_all()
@@ -279,31 +280,6 @@ def test_switching_the_setting_off_asks_for_a_recompute_with_raw_vectors(app):
 
 
 # ----- the worker with the OpenAI provider ---------------------------------------------------------------------
-ROLES = [("Python developer", "Zhvillues Python", "python django postgresql"),
-         ("Nurse", "Infermier", "hospital patients wards"),
-         ("Accountant", "Kontabilist", "invoices ledger vat"),
-         ("Truck driver", "Shofer kamioni", "truck licence routes"),
-         ("Chef", "Kuzhinier", "kitchen menu restaurant"),
-         ("Electrician", "Elektricist", "wiring circuits voltage"),
-         ("Teacher", "Mësues", "classroom pupils curriculum"),
-         ("Sales agent", "Agjent shitjesh", "sales clients targets")]
-EN = ("We are looking for a {role} to join our growing team in the city. You will work with {words} every day, "
-      "help your colleagues and report to the team lead. We offer a good salary and training.")
-SQ = ("Kërkojmë një {role} për t'u bashkuar me ekipin tonë në rritje në qytet. Do të punoni me {words} çdo ditë, "
-      "do të ndihmoni kolegët dhe do t'i raportoni drejtuesit të ekipit. Ofrojmë pagë të mirë dhe trajnime.")
-
-
-def bilingual_postings() -> list[dict]:
-    jobs = []
-    for variant in range(3):
-        for en, sq, words in ROLES:
-            jobs.append({"title": f"{en} ({words.split()[0]})", "company": f"Company {variant}",
-                         "description": EN.format(role=en.lower(), words=words)})
-            jobs.append({"title": f"{sq} ({words.split()[0]})", "company": f"Kompania {variant}",
-                         "description": SQ.format(role=sq.lower(), words=words)})
-    return jobs
-
-
 @pytest.mark.parametrize("balance", [True, False])
 def test_openai_worker_lists_cross_languages_only_when_balanced(make_app, server, balance):
     app = make_app(EMBEDDING_PROVIDER="openai", OPENAI_API_KEY=KEY, OPENAI_BASE_URL=server.base_url,
@@ -322,7 +298,7 @@ def test_openai_worker_lists_cross_languages_only_when_balanced(make_app, server
         assert {d["embedding"]["language"] for d in docs.values()} == {"en", "sq"}
         from jobflow.embeddings import language
         assert language._identifier is None               # the detector is let go when the drain ends
-        role = {i: n // 2 % len(ROLES) for n, i in enumerate(ids)}
+        role = {i: n // 2 % len(BILINGUAL_ROLES) for n, i in enumerate(ids)}
         lang = {i: docs[i]["embedding"]["language"] for i in ids}
         listed = {i: [s["jobId"] for s in docs[i]["similarJobs"]] for i in ids}
         # Each role has two near-copies in its own language and three postings in the other.
@@ -383,7 +359,7 @@ def test_similar_endpoint_names_languages_and_filters_by_one(app, client, admin)
     model = provider_model(app.config)           # the settings page speaks of the model in use
     ids = insert(vectors, languages, field="embedding.language", model=model)
     Job._get_collection().update_one({"_id": ids[1]}, {"$set": {"language": "English"}})   # the field wins
-    lists = make_lists(model)
+    lists = small_lists(model)
     lists.load()
     lists.refit()
     lists.write_all()
@@ -411,7 +387,7 @@ def test_similar_endpoint_names_languages_and_filters_by_one(app, client, admin)
 def test_lists_left_half_written_by_a_stopped_worker_are_recomputed_by_the_next_check(app, caplog):
     vectors, languages, _ = bilingual(np.random.default_rng(9))
     insert(vectors, languages)
-    stopped = make_lists()
+    stopped = small_lists()
     stopped.load()
     stopped.refit()                                 # version 1 stored; the worker stops before writing a list
     assert not stored_correction.header(MODEL).get("listsVersion")
@@ -419,7 +395,7 @@ def test_lists_left_half_written_by_a_stopped_worker_are_recomputed_by_the_next_
                     provider=type("P", (), {"dimensions": DIM, "model": MODEL, "max_concurrent": 1,
                                             "max_batch_inputs": 8, "name": "test",
                                             "describe": lambda self: "test"})(), worker_id="w-next")
-    worker.lists = make_lists()
+    worker.lists = small_lists()
     worker.lists.load()
     assert worker.lists.correction.version == 1 and worker.lists.stored_lists_stale()
     recompute.is_due(app.config)                    # the interval's clock: only the request makes it due
@@ -432,7 +408,7 @@ def test_bare_titles_count_towards_the_language_they_read_as_and_lists_stay_exac
     vectors, languages, _ = bilingual(np.random.default_rng(11), per_topic=6)
     told = [lang if n % 2 else "und" for n, lang in enumerate(languages)]     # half the jobs name no language
     insert(vectors, told, field="embedding.language")
-    lists = make_lists()
+    lists = small_lists()
     lists.load()
     lists.refit()
     assert stored_correction.header(MODEL)["counts"] == {"en": 24, "sq": 24, "*": 96}

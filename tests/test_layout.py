@@ -76,14 +76,12 @@ def test_product_names_need_no_renaming_on_import():
     assert renamed == []
 
 
-@pytest.mark.xfail(reason='tests/support consolidation not landed yet', strict=False)
 def test_no_file_edits_the_import_path():
     edit = re.compile(r"sys\.path\.(insert|append|extend)\(|sys\.path\s*[+]?=")
     editing = [str(path.relative_to(ROOT)) for path in python_files(".") if edit.search(path.read_text())]
     assert editing == []
 
 
-@pytest.mark.xfail(reason='tests/support consolidation not landed yet', strict=False)
 def test_no_test_helper_is_defined_twice():
     """Helpers live once, in tests/support/: a module-level function or class that is neither a test nor a
     fixture is defined in one file only."""

@@ -97,7 +97,7 @@ def test_test_embeddings_runs_the_seven_checks(app):
 
 
 def test_test_embeddings_names_a_refused_key(make_app):
-    from devtools.openai_server import EmbeddingsServer
+    from tests.support.openai_server import EmbeddingsServer
     with EmbeddingsServer(dimensions=1536) as server:
         app = make_app(EMBEDDING_PROVIDER="openai", OPENAI_API_KEY="sk-wrong-key-123456", OPENAI_BASE_URL=server.base_url)
         result = app.test_cli_runner().invoke(args=["test-embeddings"])

@@ -19,7 +19,7 @@ import numpy as np
 import openai
 import pytest
 
-from devtools.openai_server import EmbeddingsServer, count_tokens
+from tests.support.openai_server import EmbeddingsServer, count_tokens
 
 MODEL = "text-embedding-3-small"
 DIMS = 256
@@ -314,7 +314,7 @@ def test_counters_and_max_concurrent(server, client):
 def test_cli_subprocess():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devtools.openai_server", "--port", "0", "--latency", "0", "--dimensions", "16"],
+        [sys.executable, "-m", "tests.support.openai_server", "--port", "0", "--latency", "0", "--dimensions", "16"],
         stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )
     try:

@@ -17,6 +17,7 @@ from jobflow.models.fields import vector_from_bson
 from jobflow.timeutil import utcnow
 from jobflow.worker import batch as embedding_batches
 from jobflow.worker.loop import Worker
+from tests.support.seeding import add_jobs
 
 KEY = "sk-test-loopback"
 TEXTS = [("Registered Nurse", "Care for patients on the night shift in the surgery ward."),
@@ -39,20 +40,16 @@ def make_worker(make_app, server):
     return make
 
 
-def add_jobs(texts=TEXTS) -> list:
-    """Insert active jobs and queue them; their ids in order."""
-    now = utcnow()
-    ids = Job._get_collection().insert_many([{"title": t, "description": d, "status": "active", "createdAt": now,
-                                              "updatedAt": now} for t, d in texts]).inserted_ids
-    queue.enqueue_many(ids, priority=queue.PRIORITY_LIVE)
-    return ids
-
-
 def job(job_id) -> dict:
     return Job._get_collection().find_one({"_id": job_id})
 
 
-def item(job_id) -> dict:
+def postings(texts) -> list[dict]:
+    """Job documents from (title, description) pairs."""
+    return [{"title": t, "description": d} for t, d in texts]
+
+
+def latest_item(job_id) -> dict:
     return QueueItem._get_collection().find_one({"jobId": job_id}, sort=[("createdAt", -1)])
 
 
@@ -69,7 +66,7 @@ def test_get_provider_builds_openai_from_settings(make_worker, server):
 
 
 def test_success_stores_vectors_lists_and_completes(make_worker, server):
-    ids = add_jobs()
+    ids = add_jobs(postings(TEXTS))
     worker = make_worker()
     assert worker.process_queue() == 3
     assert {t for i in ids for t in sent_texts(i)} == set(server.embedded) and set(server.embedded.values()) == {1}
@@ -80,7 +77,7 @@ def test_success_stores_vectors_lists_and_completes(make_worker, server):
         vector = vector_from_bson(emb["vector"])
         assert vector.shape == (1536,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-3
         assert emb["dimensions"] == 1536 and emb["tokens"] > 0 and emb["retries"] == 0 and len(emb["textHash"]) == 64
-        assert item(job_id)["status"] == "completed"
+        assert latest_item(job_id)["status"] == "completed"
     nurse = job(ids[1])
     assert nurse["similarJobs"][0]["jobId"] == ids[0]
     assert worker.processed == 3 and worker.failed == 0 and worker.tokens > 0
@@ -89,27 +86,27 @@ def test_success_stores_vectors_lists_and_completes(make_worker, server):
 @pytest.mark.parametrize("asked", ["86400", "1e400", "-5"])
 def test_an_absurd_retry_after_is_not_obeyed(make_worker, server, asked):
     """A day, an infinite or a negative wait: the worker uses its own back-off (5 s), like the openai SDK."""
-    ids = add_jobs()
+    ids = add_jobs(postings(TEXTS))
     worker = make_worker()
     server.fail_next(1, "rate_limit", retry_after=asked)
     worker.process_queue()
     after = utcnow()
     assert worker.blocked_until - time.monotonic() <= 5.0
     for job_id in ids:
-        doc = item(job_id)
+        doc = latest_item(job_id)
         assert doc["status"] == "pending" and doc["attempts"] == 0
         assert doc["nextAttemptAt"] <= after + timedelta(seconds=5.01)
 
 
 def test_rate_limit_waits_as_asked_and_spends_no_attempt(make_worker, server):
-    ids = add_jobs()
+    ids = add_jobs(postings(TEXTS))
     worker = make_worker()
     server.fail_next(1, "rate_limit", retry_after=2)
     before = utcnow()
     worker.process_queue()
     after = utcnow()
     for job_id in ids:
-        doc = item(job_id)
+        doc = latest_item(job_id)
         assert doc["status"] == "pending" and doc["attempts"] == 0 and not doc.get("errorHistory")
         # due again 2 s after the answer, which came between ``before`` and ``after`` (BSON keeps ms)
         assert before + timedelta(seconds=1.99) <= doc["nextAttemptAt"] <= after + timedelta(seconds=2.01)
@@ -118,7 +115,7 @@ def test_rate_limit_waits_as_asked_and_spends_no_attempt(make_worker, server):
     assert queue.claim("other", 10) == []                               # nor can anyone else yet
     time.sleep(2.1)
     assert worker.process_queue() == 3
-    assert all(item(i)["status"] == "completed" and item(i)["attempts"] == 1 for i in ids)
+    assert all(latest_item(i)["status"] == "completed" and latest_item(i)["attempts"] == 1 for i in ids)
 
 
 @pytest.mark.parametrize("mode, options, error", [
@@ -127,11 +124,11 @@ def test_rate_limit_waits_as_asked_and_spends_no_attempt(make_worker, server):
     ("malformed", {}, "not valid embeddings JSON"),
 ])
 def test_retryable_errors_retry_then_fail(make_worker, server, mode, options, error):
-    [job_id] = add_jobs(TEXTS[:1])
+    [job_id] = add_jobs(postings(TEXTS[:1]))
     worker = make_worker(OPENAI_API_TIMEOUT=300)
     server.fail_always(mode, **options)
     assert worker.process_queue() == 3   # three attempts, retry delays of 0
-    doc = item(job_id)
+    doc = latest_item(job_id)
     assert doc["status"] == "failed" and doc["attempts"] == 3 and error in doc["lastError"]
     assert [e["attempt"] for e in doc["errorHistory"]] == [1, 2, 3]
     emb = job(job_id)["embedding"]
@@ -142,17 +139,17 @@ def test_retryable_errors_retry_then_fail(make_worker, server, mode, options, er
 
 
 def test_retry_waits_the_configured_delay_then_succeeds(make_worker, server):
-    [job_id] = add_jobs(TEXTS[:1])
+    [job_id] = add_jobs(postings(TEXTS[:1]))
     worker = make_worker(QUEUE_RETRY_DELAYS=[60000, 300000, 900000])
     server.fail_next(1, "server_error")
     assert worker.process_queue() == 1
-    doc = item(job_id)
+    doc = latest_item(job_id)
     assert doc["status"] == "pending" and doc["attempts"] == 1
     assert doc["nextAttemptAt"] - doc["updatedAt"] == timedelta(milliseconds=60000)
     assert worker.process_queue() == 0   # not due for a minute
     QueueItem._get_collection().update_one({"_id": doc["_id"]}, {"$set": {"nextAttemptAt": utcnow()}})
     assert worker.process_queue() == 1
-    assert item(job_id)["status"] == "completed" and job(job_id)["embedding"]["retries"] == 1
+    assert latest_item(job_id)["status"] == "completed" and job(job_id)["embedding"]["retries"] == 1
 
 
 @pytest.mark.parametrize("mode, error", [
@@ -161,20 +158,20 @@ def test_retry_waits_the_configured_delay_then_succeeds(make_worker, server):
     ("zero_vector", "invalid vector: vector is all zeros"),
 ])
 def test_invalid_vectors_are_never_stored(make_worker, server, mode, error):
-    ids = add_jobs(TEXTS[:2])
+    ids = add_jobs(postings(TEXTS[:2]))
     worker = make_worker(QUEUE_MAX_ATTEMPTS=1)
     server.fail_next(1, mode)
     worker.process_queue()
-    bad = [i for i in ids if item(i)["status"] == "failed"]
+    bad = [i for i in ids if latest_item(i)["status"] == "failed"]
     good = [i for i in ids if i not in bad]
     # The whole response is wrong for wrong_dimensions; only the first vector for nan and zero_vector.
     assert len(bad) == (2 if mode == "wrong_dimensions" else 1)
     for job_id in bad:
-        assert item(job_id)["lastError"] == error
+        assert latest_item(job_id)["lastError"] == error
         emb = job(job_id)["embedding"]
         assert emb["status"] == "failed" and emb["error"] == error and "vector" not in emb
     for job_id in good:
-        assert job(job_id)["embedding"]["status"] == "completed" and item(job_id)["status"] == "completed"
+        assert job(job_id)["embedding"]["status"] == "completed" and latest_item(job_id)["status"] == "completed"
 
 
 @pytest.mark.parametrize("mode, reason", [
@@ -183,11 +180,11 @@ def test_invalid_vectors_are_never_stored(make_worker, server, mode, error):
 ])
 def test_configuration_errors_degrade_without_burning_the_queue(make_worker, server, monkeypatch, mode, reason):
     monkeypatch.setattr(embedding_batches, "CONFIG_ERROR_RETRY", timedelta(seconds=0.5))
-    ids = add_jobs()
+    ids = add_jobs(postings(TEXTS))
     worker = make_worker()
     server.fail_always(mode)
     worker.process_queue()
-    assert all(item(i)["status"] == "pending" and item(i)["attempts"] == 0 for i in ids)
+    assert all(latest_item(i)["status"] == "pending" and latest_item(i)["attempts"] == 0 for i in ids)
     assert worker.state == "degraded" and worker.reason == reason and worker.failed == 0
     status = WorkerStatus._get_collection().find_one({"workerId": worker.worker_id})
     assert status["state"] == "degraded" and status["reason"] == reason
@@ -196,21 +193,21 @@ def test_configuration_errors_degrade_without_burning_the_queue(make_worker, ser
     server.clear_faults()                                                # the operator fixes it
     time.sleep(0.6)
     assert worker.process_queue() == 3
-    assert worker.state == "running" and all(item(i)["status"] == "completed" for i in ids)
+    assert worker.state == "running" and all(latest_item(i)["status"] == "completed" for i in ids)
     worker.heartbeat()
     assert WorkerStatus._get_collection().find_one({"workerId": worker.worker_id})["state"] == "running"
 
 
 def test_a_real_wrong_key_degrades_too(make_worker, server):
-    [job_id] = add_jobs(TEXTS[:1])
+    [job_id] = add_jobs(postings(TEXTS[:1]))
     worker = make_worker(OPENAI_API_KEY="sk-wrong-key-0123456789")
     worker.process_queue()
     assert worker.state == "degraded" and "OPENAI_API_KEY" in worker.reason
-    assert item(job_id)["status"] == "pending" and item(job_id)["attempts"] == 0
+    assert latest_item(job_id)["status"] == "pending" and latest_item(job_id)["attempts"] == 0
 
 
 def test_unchanged_job_is_never_embedded_again(make_worker, server):
-    ids = add_jobs()
+    ids = add_jobs(postings(TEXTS))
     worker = make_worker()
     worker.process_queue()
     inputs = server.inputs_total
@@ -231,7 +228,7 @@ def test_unchanged_job_is_never_embedded_again(make_worker, server):
 @pytest.mark.parametrize("mode", ["rate_limit", "bad_key"])
 def test_no_more_calls_once_told_to_wait(make_worker, server, mode):
     worker = make_worker(EMBEDDING_MAX_CONCURRENT=1)
-    ids = add_jobs([(f"Cook {i}", f"Kitchen shift {i}.") for i in range(worker.claim_size)])
+    ids = add_jobs(postings([(f"Cook {i}", f"Kitchen shift {i}.") for i in range(worker.claim_size)]))
     assert len(worker.provider.batches([""] * len(ids), inputs_each=TEXTS_PER_JOB)) > 1   # several calls
     server.fail_next(1, mode, retry_after=5)
     worker.process_queue()

@@ -17,14 +17,13 @@ without ``-s``); 5xx counts exceptions too (under TESTING they propagate; in pro
 """
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import traceback
 from collections import Counter
 from datetime import timedelta, timezone
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import pytest
 from bson import ObjectId
@@ -32,6 +31,8 @@ from flask import Request, has_request_context, request
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from werkzeug.datastructures import ImmutableMultiDict
+
+from tests.support.web import fresh_addr, seg
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": "Bearer test-token"}
@@ -42,12 +43,7 @@ ROLES = ("anonymous", "token", "viewer", "admin")
 FUZZ = settings(max_examples=int(os.environ.get("JOBFLOW_QUERY_FUZZ_EXAMPLES", "25")), deadline=None,
                 database=None, derandomize=not os.environ.get("JOBFLOW_FUZZ_RANDOM"),
                 suppress_health_check=list(HealthCheck))
-ADDRESSES = (f"192.0.2.{n}" for n in itertools.cycle(range(1, 255)))   # TEST-NET-1, in-process only
 STATS: dict = {"routes": set(), "cases": 0, "5xx": 0, "statuses": Counter(), "failures": []}
-
-
-def fresh_addr() -> dict:
-    return {"REMOTE_ADDR": next(ADDRESSES)}
 
 
 # ----- what the routes read --------------------------------------------------------------------------------------
@@ -119,11 +115,6 @@ ACCEPTED = ["pending", "processing", "failed", "completed", "skipped", "generate
             "live", "active", "closed", "/admin/embeddings/workers"]
 HOSTILE = EXTREME_IDS + EXTREME_DATES + EXTREME_NUMBERS + NASTY_TEXT + ACCEPTED
 RAW_TAILS = ["", "%", "%zz", "%ff%fe", "&&", "=", "==&=", ";", "before", "before=&before=1", "a=%C0%AF", "%E2%80%AE"]
-
-
-def seg(value: str) -> str:
-    """A path segment; unpaired surrogates go as the invalid UTF-8 bytes a client could send."""
-    return quote(value, safe="", errors="surrogatepass")
 
 
 def build_query(pairs: list[tuple[str, str]], tail: str) -> str:

@@ -17,14 +17,14 @@ from jobflow.worker.loop import Worker
 POLICY = QueuePolicy(max_attempts=3, retry_delays_ms=(100, 200, 300), cleanup_days=7)
 
 
-def item(job_id) -> dict:
+def only_item(job_id) -> dict:
     """The one queue document of a job (asserts there is exactly one)."""
     docs = list(QueueItem._get_collection().find({"jobId": job_id}))
     assert len(docs) == 1, docs
     return docs[0]
 
 
-def status_of(ids) -> dict:
+def statuses(ids) -> dict:
     """Queue item id -> status."""
     return {d["_id"]: d["status"] for d in QueueItem._get_collection().find({"_id": {"$in": list(ids)}})}
 
@@ -34,7 +34,7 @@ def test_enqueue_dedupes_and_raises_priority(app):
     assert queue.enqueue(job, priority=queue.PRIORITY_RECOMPUTE) is True
     assert queue.enqueue(job, priority=queue.PRIORITY_LIVE) is False
     assert queue.enqueue(job, priority=queue.PRIORITY_BACKFILL) is False
-    doc = item(job)
+    doc = only_item(job)
     assert doc["priority"] == queue.PRIORITY_LIVE and doc["attempts"] == 0 and doc["status"] == "pending"
     assert queue.enqueue_many([job, ObjectId(), ObjectId()]) == 2
     assert QueueItem._get_collection().count_documents({"jobId": job}) == 1
@@ -112,7 +112,7 @@ def test_complete_only_by_owner_sets_ttl(app):
     queue.enqueue_many([ObjectId(), ObjectId()])
     ids = [d["_id"] for d in queue.claim("w1", 2)]
     assert queue.complete(ids, "w2", POLICY) == 0
-    assert set(status_of(ids).values()) == {"processing"}
+    assert set(statuses(ids).values()) == {"processing"}
     assert queue.complete(ids, "w1", POLICY) == 2
     for doc in QueueItem._get_collection().find({"_id": {"$in": ids}}):
         assert doc["status"] == "completed" and "lockedBy" not in doc
@@ -136,7 +136,7 @@ def test_retry_delays_then_failed_for_good(app):
             time.sleep(0.02)
         assert claimed[0]["attempts"] == attempt
         state = queue.fail(claimed[0], "w1", f"boom {attempt}", POLICY)
-        doc = item(job)
+        doc = only_item(job)
         if attempt < 3:
             assert state == "pending" == doc["status"]
             # The wait after attempt n is QUEUE_RETRY_DELAYS[n-1], counted from the failure.
@@ -157,7 +157,7 @@ def test_retry_delay_policy_and_final_errors(app):
     claimed = queue.claim("w1", 1)[0]
     assert queue.fail(claimed, "w2", "not mine", POLICY) == "lost"
     assert queue.fail(claimed, "w1", "bad input", POLICY, retryable=False) == "failed"
-    assert item(job)["attempts"] == 1
+    assert only_item(job)["attempts"] == 1
 
 
 def test_recover_stuck_leaves_a_live_worker_its_items_until_it_looks_hung(app):
@@ -168,10 +168,10 @@ def test_recover_stuck_leaves_a_live_worker_its_items_until_it_looks_hung(app):
         {}, {"$set": {"lockedAt": utcnow() - timedelta(minutes=minutes)}})
     held_for(15)   # past a 10-minute timeout, short of three times it
     assert queue.recover_stuck(timedelta(minutes=10), live_owners=["alive"]) == 1
-    assert status_of([slow, dead]) == {slow: "processing", dead: "pending"}
+    assert statuses([slow, dead]) == {slow: "processing", dead: "pending"}
     held_for(31)   # past three times: a worker that still beats but holds an item that long is hung
     assert queue.recover_stuck(timedelta(minutes=10), live_owners=["alive"]) == 1
-    assert status_of([slow]) == {slow: "pending"}
+    assert statuses([slow]) == {slow: "pending"}
 
 
 def test_recover_stuck_returns_only_items_held_too_long(app):
@@ -180,7 +180,7 @@ def test_recover_stuck_returns_only_items_held_too_long(app):
     time.sleep(0.3)
     fresh = queue.claim("alive", 1)[0]["_id"]
     assert queue.recover_stuck(timedelta(milliseconds=200)) == 1
-    assert status_of([old, fresh]) == {old: "pending", fresh: "processing"}
+    assert statuses([old, fresh]) == {old: "pending", fresh: "processing"}
     doc = QueueItem._get_collection().find_one({"_id": old})
     assert "lockedBy" not in doc and doc["attempts"] == 1   # the attempt that crashed stays counted
     again = queue.claim("alive", 5)
@@ -192,8 +192,8 @@ def test_release_worker_gives_back_everything_it_holds(app):
     held = [d["_id"] for d in queue.claim("w1", 3)]
     other = [d["_id"] for d in queue.claim("w2", 1)]
     assert queue.release_worker("w1") == 3
-    assert set(status_of(held).values()) == {"pending"}
-    assert status_of(other) == {other[0]: "processing"}
+    assert set(statuses(held).values()) == {"pending"}
+    assert statuses(other) == {other[0]: "processing"}
     assert queue.release_worker("w1") == 0
 
 
@@ -202,7 +202,7 @@ def test_rate_limit_release_refunds_the_attempt(app):
     queue.enqueue(job)
     claimed = queue.claim("w1", 1)
     assert queue.release([claimed[0]["_id"]], "w1", delay=timedelta(seconds=30)) == 1
-    doc = item(job)
+    doc = only_item(job)
     assert doc["status"] == "pending" and doc["attempts"] == 0
     assert doc["nextAttemptAt"] - doc["updatedAt"] == timedelta(seconds=30)
 
@@ -233,7 +233,7 @@ def test_worker_skips_items_of_deleted_or_closed_jobs(app, change):
     worker = Worker(dict(app.config), worker_id="skipper")   # the local provider: never called here
     worker.start(scheduler=False)
     assert worker.process_queue() == 1
-    doc = item(job_id)
+    doc = only_item(job_id)
     assert doc["status"] == "skipped" and doc["attempts"] == 1
     assert doc["lastError"] == ("job deleted" if change == "deleted" else "job is closed")
     assert doc["expiresAt"] and worker.failed == 0

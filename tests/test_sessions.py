@@ -7,13 +7,13 @@ test's requests, and Flask-Login caches the request's user in ``g``, so under it
 a later request would see the user of an earlier one. Here, as in production,
 every request gets its own context and loads its user afresh.
 """
-import re
 
 import pytest
 
 from jobflow.models import AdminUser, QueueItem
 from jobflow.ops.users import authenticate, create_user, update_user
 from jobflow.web.access import load_user
+from tests.support.web import csrf_from
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -26,7 +26,7 @@ def app(make_app):
     return make_app()
 
 
-def sign_in(app, email="admin@example.com", password="correct horse", role="admin"):
+def signed_in_browser(app, email="admin@example.com", password="correct horse", role="admin"):
     """A new browser signed in as ``email`` (created when missing); ``.token`` is its CSRF token."""
     if not AdminUser.objects(email=email).first():
         create_user(email, password, role)
@@ -40,11 +40,7 @@ def sign_in(app, email="admin@example.com", password="correct horse", role="admi
 
 @pytest.fixture
 def admin(app):
-    return sign_in(app)
-
-
-def csrf_from(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+    return signed_in_browser(app)
 
 
 def saved_cookie(client) -> str:
@@ -75,13 +71,13 @@ def test_a_copied_cookie_stops_working_after_logout(app, admin):
 
 
 def test_logout_ends_every_session_of_that_user_only(app, admin):
-    laptop = sign_in(app)
-    colleague = sign_in(app, "other@example.com", "other horse")
+    laptop = signed_in_browser(app)
+    colleague = signed_in_browser(app, "other@example.com", "other horse")
     admin.post("/logout", data={"csrf_token": admin.token})
     assert_signed_out(laptop)
     assert colleague.get(PAGE).status_code == 200
     # Signing in again works and starts a session that holds.
-    again = sign_in(app)
+    again = signed_in_browser(app)
     assert again.get(PAGE).status_code == 200
 
 
@@ -135,5 +131,5 @@ def test_session_ids_without_the_current_token_load_no_user(app):
 def test_a_user_from_before_session_tokens_gets_one_at_sign_in(app):
     user = create_user("old@example.com", "correct horse")
     AdminUser.objects(id=user.id).update_one(unset__sessionToken=True)
-    assert sign_in(app, "old@example.com").get(PAGE).status_code == 200
+    assert signed_in_browser(app, "old@example.com").get(PAGE).status_code == 200
     assert AdminUser.objects.get(id=user.id).sessionToken

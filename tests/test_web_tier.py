@@ -16,11 +16,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import csrf_from
 
 from jobflow import logs
 from jobflow.config import SECRET_NAMES, ConfigError
 from jobflow.db import free_port
+from tests.support.web import csrf_from
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -11,6 +11,7 @@ from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.models.fields import vector_from_bson
 from jobflow.timeutil import utcnow
 from jobflow.worker.loop import Worker
+from tests.support.seeding import add_jobs
 
 KEY = "sk-test-loopback"
 
@@ -25,21 +26,8 @@ def openai_settings(make_app, server):
     return make
 
 
-def add_jobs(jobs: list[dict]) -> list:
-    """Insert active jobs and queue them; their ids in order."""
-    now = utcnow()
-    ids = Job._get_collection().insert_many([{"status": "active", "createdAt": now, "updatedAt": now, **j}
-                                             for j in jobs]).inserted_ids
-    queue.enqueue_many(ids, priority=queue.PRIORITY_LIVE)
-    return ids
-
-
 def simple_jobs(n: int) -> list[dict]:
     return [{"title": f"Warehouse operator {i}", "description": f"Forklift shifts in depot {i}."} for i in range(n)]
-
-
-def statuses() -> dict[str, int]:
-    return queue.counts()
 
 
 def worker_status(worker) -> dict:
@@ -55,12 +43,12 @@ def test_memory_guard_pauses_claiming_and_resumes(openai_settings, server):
     assert worker.process_queue() == 0
     assert worker.state == "paused" and "95%" in worker.reason
     assert worker_status(worker)["state"] == "paused"
-    assert server.requests == 0 and statuses()["pending"] == 3
+    assert server.requests == 0 and queue.counts()["pending"] == 3
     assert QueueItem._get_collection().count_documents({"attempts": 0}) == 3
     memory["fraction"] = 0.40
     assert worker.process_queue() == 3
     assert worker.state == "running" and worker_status(worker)["state"] == "running"
-    assert statuses()["completed"] == 3
+    assert queue.counts()["completed"] == 3
 
 
 def test_memory_guard_can_be_switched_off(openai_settings, server):
@@ -80,13 +68,13 @@ def test_scheduled_worker_drains_logs_and_stops(openai_settings, server, caplog)
     worker.start()   # with the scheduler table of schedule.py
     try:
         deadline = time.monotonic() + 15
-        while statuses()["completed"] < 5 or "WORKER STATS" not in caplog.text:
-            assert time.monotonic() < deadline, statuses()
+        while queue.counts()["completed"] < 5 or "WORKER STATS" not in caplog.text:
+            assert time.monotonic() < deadline, queue.counts()
             time.sleep(0.05)
     finally:
         worker.stop(timeout=5)
     assert worker.state == "stopped" and worker_status(worker)["state"] == "stopped"
-    assert statuses()["processing"] == 0
+    assert queue.counts()["processing"] == 0
     lines = [r.getMessage() for r in caplog.records if r.name == "jobflow.worker"]
     assert any(m.startswith("batch ") and "5 items, 5 to embed" in m for m in lines), lines
     stats = next(m for m in lines if m.startswith("WORKER STATS"))
@@ -110,13 +98,13 @@ def test_schedule_checks_alerts_and_records_samples(make_app, server, claiming):
             assert time.monotonic() < deadline, "no sample or no alert check within 20 s"
             time.sleep(0.1)
         if claiming:
-            while statuses()["completed"] < 3:
-                assert time.monotonic() < deadline, statuses()
+            while queue.counts()["completed"] < 3:
+                assert time.monotonic() < deadline, queue.counts()
                 time.sleep(0.05)
         else:
             scheduled = {job.id for job in worker.scheduler.get_jobs()}
             assert scheduled == {"heartbeat", "check-alerts", "record-metrics", "embedded-database"}
-            assert statuses()["pending"] == 3 and server.requests == 0
+            assert queue.counts()["pending"] == 3 and server.requests == 0
             status = worker_status(worker)
             assert status["state"] == "stopped" and "EMBEDDING_WORKER_ENABLED" in status["reason"]
     finally:
@@ -171,7 +159,7 @@ def test_local_model_end_to_end(make_app):
         assert emb["dimensions"] == 384 and vector_from_bson(emb["vector"]).shape == (384,)
     similar = Job._get_collection().find_one({"_id": nurse})["similarJobs"]
     assert similar and similar[0]["jobId"] == registered
-    assert statuses()["completed"] == 3
+    assert queue.counts()["completed"] == 3
 
 
 def test_lists_are_coalesced_and_written_within_the_flush_bound(openai_settings, server):
@@ -179,7 +167,7 @@ def test_lists_are_coalesced_and_written_within_the_flush_bound(openai_settings,
     within SIMILARITY_FLUSH_INTERVAL plus one batch's duration of its vector, and never after its item completes."""
     import threading
 
-    from faults.conftest import list_problems
+    from tests.support.workers import list_problems
 
     server.latency = 0.25
     settings = openai_settings(EMBEDDING_MAX_CONCURRENT=1, SIMILARITY_LANGUAGE_BALANCE=False,
@@ -224,7 +212,7 @@ def test_lists_are_coalesced_and_written_within_the_flush_bound(openai_settings,
     finally:
         done.set()
         watcher.join()
-    assert statuses()["completed"] == len(ids) and not worker.unflushed and not worker.lists.dirty
+    assert queue.counts()["completed"] == len(ids) and not worker.unflushed and not worker.lists.dirty
     assert list_problems(top_n=settings["SIMILARITY_TOP_N"], min_score=0.0) == []   # exact, as brute force
     assert early == []                                  # no item completed before its list was written
     generated = {d["_id"]: d["embedding"]["generatedAt"] for d in Job._get_collection().find({}, {"embedding": 1})}

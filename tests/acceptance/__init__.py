@@ -7,7 +7,7 @@ Short intervals come only from documented settings in ``.env``. What the tests r
 of a real SMTP server (aiosmtpd), documents through pymongo (the runbook's queries), exit codes and what the
 processes print. The database is the session's SecantusDB server through ``MONGODB_URI`` except where the
 embedded database is the point; the provider is the loopback OpenAI-compatible server
-(``devtools.openai_server``), so no model loads. Run: ``pytest tests/acceptance`` (marker ``acceptance``).
+(``tests.support.openai_server``), so no model loads. Run: ``pytest tests/acceptance`` (marker ``acceptance``).
 
 | README promise | test |
 |---|---|

@@ -18,22 +18,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from bson import ObjectId
 
-from devtools.openai_server import EmbeddingsServer
+from jobflow.db import free_port
+from tests.support.database import database
+from tests.support.openai_server import EmbeddingsServer
+from tests.support.processes import assert_clean_output
+from tests.support.seeding import write_jobs
+from tests.support.waiting import wait_until
+from tests.support.web import Browser, api, http_get, metric_values
 
-from .conftest import (
-    APP,
-    FLASK,
-    Browser,
-    Product,
-    api,
-    assert_clean_output,
-    database,
-    free_port,
-    http_get,
-    metric_values,
-    wait_until,
-    write_jobs,
-)
+from .conftest import APP, FLASK, Product
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 

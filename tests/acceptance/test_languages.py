@@ -11,11 +11,16 @@ import re
 
 import pytest
 from bson import ObjectId
-from test_language import ROLES, bilingual_postings
 
-from devtools.openai_server import EmbeddingsServer
+from jobflow.db import free_port
+from tests.support.database import database
+from tests.support.openai_server import EmbeddingsServer
+from tests.support.processes import assert_clean_output
+from tests.support.seeding import BILINGUAL_ROLES, bilingual_postings
+from tests.support.waiting import wait_until
+from tests.support.web import api, http_get
 
-from .conftest import APP, Product, api, assert_clean_output, database, free_port, http_get, wait_until
+from .conftest import APP, Product
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 
@@ -50,7 +55,7 @@ def test_lists_cross_languages_by_default_and_a_caller_can_ask_for_one(product):
         status, body = api("POST", base + "/api/jobs", posting, TOKEN)
         assert status == 201, body
         ids.append(body["id"])
-    role = {job_id: n // 2 % len(ROLES) for n, job_id in enumerate(ids)}
+    role = {job_id: n // 2 % len(BILINGUAL_ROLES) for n, job_id in enumerate(ids)}
 
     def balanced():
         head = db.similaritycorrections.find_one({"_id": "text-embedding-3-small"}) or {}

@@ -14,20 +14,14 @@ import re
 
 import pytest
 
-from devtools.openai_server import EmbeddingsServer
+from jobflow.db import free_port
+from tests.support.database import database
+from tests.support.openai_server import EmbeddingsServer
+from tests.support.processes import assert_clean_output, assert_one_line_per_event
+from tests.support.waiting import wait_until
+from tests.support.web import api, http_get
 
-from .conftest import (
-    FLASK,
-    GUNICORN,
-    Product,
-    api,
-    assert_clean_output,
-    assert_one_line_per_event,
-    database,
-    free_port,
-    http_get,
-    wait_until,
-)
+from .conftest import FLASK, GUNICORN, Product
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 

@@ -10,24 +10,16 @@ from datetime import datetime, timezone
 
 import pytest
 
-from devtools.openai_server import EmbeddingsServer
+from jobflow.db import free_port
+from tests.support import ROOT
+from tests.support.database import database
+from tests.support.openai_server import EmbeddingsServer
+from tests.support.processes import assert_clean_output, assert_one_line_per_event
+from tests.support.seeding import write_jobs
+from tests.support.waiting import wait_until
+from tests.support.web import http_get
 
-from .conftest import (
-    APP,
-    FLASK,
-    GUNICORN,
-    README,
-    ROOT,
-    SETTING_NAMES,
-    Product,
-    assert_clean_output,
-    assert_one_line_per_event,
-    database,
-    free_port,
-    http_get,
-    wait_until,
-    write_jobs,
-)
+from .conftest import APP, FLASK, GUNICORN, README, SETTING_NAMES, Product
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 

@@ -1,5 +1,4 @@
 """Browser fixtures: one Chromium for the session, the app served on a free loopback port per test."""
-import re
 import threading
 from pathlib import Path
 
@@ -59,16 +58,3 @@ def shot():
     def take(page, name):
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     return take
-
-
-def sign_in(page, email, password, role="admin"):
-    """Create the user if needed and sign in through the form."""
-    from jobflow.models import AdminUser
-    from jobflow.ops.users import create_user
-    if not AdminUser.objects(email=email).first():
-        create_user(email, password, role)
-    page.goto("/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/admin/embeddings"))

@@ -1,28 +1,15 @@
 """The dashboard in Chromium: sign in, read the overview, retry a failed item, roles, CSRF, live refresh."""
 import re
-from datetime import timedelta
 
 import pytest
 from playwright.sync_api import expect
 
 from jobflow.models import Job, QueueItem, WorkerStatus
 from jobflow.timeutil import utcnow
-
-from .conftest import sign_in
+from tests.support.seeding import add_failed
+from tests.support.web import sign_in_page
 
 pytestmark = pytest.mark.browser
-
-
-def add_failed(title="Backend Developer", error="provider error 500: upstream timeout after 30000 ms"):
-    job_id = Job._get_collection().insert_one({"title": title, "company": "Adriatic Soft", "status": "active",
-                                               "createdAt": utcnow()}).inserted_id
-    now = utcnow()
-    return QueueItem._get_collection().insert_one({
-        "jobId": job_id, "taskType": "generate_embedding", "status": "failed", "priority": 10, "attempts": 3,
-        "nextAttemptAt": now, "createdAt": now - timedelta(minutes=3), "updatedAt": now, "finishedAt": now,
-        "lastError": error, "metadata": {"source": "api"},
-        "errorHistory": [{"at": now, "attempt": n, "error": error, "owner": "web-1:101:aaaaaa"} for n in (1, 2, 3)]},
-    ).inserted_id
 
 
 def test_sign_in_and_read_the_overview(page, live_app):
@@ -31,7 +18,7 @@ def test_sign_in_and_read_the_overview(page, live_app):
                                                "state": "running", "lastHeartbeat": utcnow()})
     page.goto("/admin/embeddings")
     assert "/login" in page.url                                  # not signed in yet
-    sign_in(page, "admin@example.com", "correct horse")
+    sign_in_page(page, "admin@example.com", "correct horse")
     assert page.locator("h1").inner_text() == "Embeddings overview"
     assert page.locator("[data-card=failed] .value").inner_text() == "1"
     assert page.locator("[data-card=workers] .value").inner_text() == "1"
@@ -46,7 +33,7 @@ def test_sign_in_and_read_the_overview(page, live_app):
 
 def test_retry_a_failed_item_and_see_it_pending(page, live_app, shot):
     item_id = add_failed()
-    sign_in(page, "admin@example.com", "correct horse")
+    sign_in_page(page, "admin@example.com", "correct horse")
     page.goto("/admin/embeddings/queue?status=failed")
     page.click(f"a[href='/admin/embeddings/queue/{item_id}']")
     assert page.locator(".item-state .badge").inner_text() == "failed"
@@ -62,7 +49,7 @@ def test_retry_a_failed_item_and_see_it_pending(page, live_app, shot):
 
 def test_a_viewer_cannot_act(page, live_app):
     item_id = add_failed()
-    sign_in(page, "viewer@example.com", "viewer password", role="viewer")
+    sign_in_page(page, "viewer@example.com", "viewer password", role="viewer")
     page.goto(f"/admin/embeddings/queue/{item_id}")
     assert page.locator("button:has-text('Retry…')").count() == 0
     page.goto("/admin/embeddings")
@@ -80,7 +67,7 @@ def test_a_viewer_cannot_act(page, live_app):
 
 def test_a_post_without_csrf_is_refused(page, live_app):
     item_id = add_failed()
-    sign_in(page, "admin@example.com", "correct horse")
+    sign_in_page(page, "admin@example.com", "correct horse")
     response = page.request.post(f"/admin/embeddings/queue/{item_id}/retry", form={"confirm": "yes"})
     assert response.status == 400
     api = page.request.post("/api/admin/embeddings/retry-failed")            # session, no X-CSRFToken
@@ -94,7 +81,7 @@ def test_screenshots_of_every_page(page, live_app, shot):
     seed(queue_items=1500, jobs=300, samples=True)
     page.goto("/login")
     shot(page, "login")
-    sign_in(page, "admin@example.com", "correct horse")
+    sign_in_page(page, "admin@example.com", "correct horse")
     job = Job._get_collection().find_one({"embedding.status": "completed"}, {"_id": 1, "title": 1})
     Job._get_collection().update_one({"_id": job["_id"]}, {"$set": {"similarJobs": [
         {"jobId": other["_id"], "score": 0.91 - i * 0.04}

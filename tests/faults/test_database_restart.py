@@ -11,23 +11,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from devtools.openai_server import EmbeddingsServer
 from jobflow.db import SERVER_SELECTION_TIMEOUT_MS, free_port
-
-from .conftest import (
-    DatabaseProcess,
-    add_jobs,
-    assert_clean_output,
+from tests.support.database import DatabaseServer
+from tests.support.openai_server import EmbeddingsServer
+from tests.support.processes import assert_clean_output
+from tests.support.seeding import add_jobs
+from tests.support.waiting import seconds_until
+from tests.support.web import http_get
+from tests.support.workers import (
     assert_end_state,
     completed_count,
     drained,
     held_count,
-    http_get,
     provider_duplicates,
+    queue_state,
     record,
     status_of_pid,
     wait_lists_correct,
-    wait_until,
     worker_env,
 )
 
@@ -38,7 +38,7 @@ OUTAGE_LIMIT = SERVER_SELECTION_TIMEOUT_MS / 1000 + 2.5   # a request during the
 
 
 def test_database_killed_and_restarted_under_web_and_worker(tmp_path, make_app, procs):
-    db = DatabaseProcess(tmp_path / "db")
+    db = DatabaseServer(tmp_path / "db")
     db.start()
     uri = db.uri("faults")
     app = make_app(MONGODB_URI=uri)      # this process's connection, for seeding and checking
@@ -52,10 +52,11 @@ def test_database_killed_and_restarted_under_web_and_worker(tmp_path, make_app, 
             web = procs.gunicorn(env)
             worker = procs.worker(env)
             base = f"http://127.0.0.1:{port}"
-            wait_until(lambda: http_get(base + "/api/jobs", timeout=5)[0] == 200, 60, "gunicorn", [web])
+            seconds_until("gunicorn", lambda: http_get(base + "/api/jobs", timeout=5)[0] == 200, 60, processes=[web],
+                          seen=queue_state)
             # Kill it mid-drain: some jobs done, a batch claimed and in the worker's hands, more still queued.
-            wait_until(lambda: completed_count() >= 50 and held_count() > 0, 60, "a batch in flight", [worker],
-                       every=0.05)
+            seconds_until("a batch in flight", lambda: completed_count() >= 50 and held_count() > 0, 60, every=0.05,
+                          processes=[worker], seen=queue_state)
             before = completed_count()
             db.kill()
             killed_at = time.monotonic()
@@ -79,13 +80,15 @@ def test_database_killed_and_restarted_under_web_and_worker(tmp_path, make_app, 
 
             db_start_seconds = db.start()                     # same port, same data folder
             up_at = time.monotonic()
-            api_back = wait_until(lambda: http_get(base + "/api/jobs", timeout=5)[0] == 200, 30,
-                                  "the API to answer again", [web, worker], every=0.05)
+            api_back = seconds_until("the API to answer again",
+                                     lambda: http_get(base + "/api/jobs", timeout=5)[0] == 200, 30, every=0.05,
+                                     processes=[web, worker], seen=queue_state)
             similar = http_get(base + f"/api/jobs/{ids[0]}/similar")
             assert similar[0] == 200, similar
-            wait_until(lambda: completed_count() > before, 60, "the worker to resume", [worker], every=0.1)
+            seconds_until("the worker to resume", lambda: completed_count() > before, 60, every=0.1, processes=[worker],
+                          seen=queue_state)
             resumed = time.monotonic() - up_at
-            wait_until(lambda: drained(ids), 90, "the queue to drain", [worker])
+            seconds_until("the queue to drain", lambda: drained(ids), 90, processes=[worker], seen=queue_state)
             drained_after = time.monotonic() - up_at
             lists = wait_lists_correct(30, [worker])
 

@@ -15,22 +15,21 @@ import uuid
 import pytest
 from pymongo import MongoClient
 
-from devtools.openai_server import EmbeddingsServer
 from jobflow.db import connect
 from jobflow.jobs import queue
 from jobflow.models import QueueItem, ensure_indexes
-
-from .conftest import (
-    Proc,
-    add_jobs,
-    assert_clean_output,
+from tests.support.openai_server import EmbeddingsServer
+from tests.support.processes import Process, assert_clean_output
+from tests.support.seeding import add_jobs
+from tests.support.waiting import seconds_until
+from tests.support.workers import (
     assert_end_state,
     drained,
     provider_duplicates,
+    queue_state,
     record,
     status_of_pid,
     wait_lists_correct,
-    wait_until,
     worker_env,
 )
 
@@ -65,7 +64,7 @@ def pipeline(mongo_server, tmp_path_factory):
     with EmbeddingsServer() as server:
         env = worker_env(uri, server, folder, OPENAI_API_TIMEOUT=CLIENT_TIMEOUT_MS,
                          QUEUE_RETRY_DELAYS="300,300,300")
-        worker = Proc("worker", [sys.executable, "-m", "flask", "--app", "app", "worker"], env,
+        worker = Process("worker", [sys.executable, "-m", "flask", "--app", "app", "worker"], env,
                       folder / "worker.log")
         try:
             yield {"uri": uri, "server": server, "worker": worker}
@@ -89,13 +88,14 @@ def _connected(pipeline):
 @pytest.mark.parametrize("mode, options, spends_attempt, extra_expected", MODES, ids=[m[0] for m in MODES])
 def test_worker_process_survives_provider_fault(pipeline, mode, options, spends_attempt, extra_expected):
     server, worker = pipeline["server"], pipeline["worker"]
-    wait_until(lambda: drained(), 60, "the previous test's queue", [worker])
+    seconds_until("the previous test's queue", lambda: drained(), 60, processes=[worker], seen=queue_state)
     server.clear_faults()
     server.reset_counters()
     server.fail_next(FAULTS, mode, **options)
     started = time.monotonic()
     ids = add_jobs(JOBS, tag=f"{mode}-")
-    seconds = wait_until(lambda: drained(ids), 60, f"{JOBS} jobs through {mode} faults", [worker], every=0.1)
+    seconds = seconds_until(f"{JOBS} jobs through {mode} faults", lambda: drained(ids), 60, every=0.1, processes=[worker],
+                            seen=queue_state)
     assert server.pending_faults == 0, "the faults were not all met"
     lists = wait_lists_correct(20, [worker])
 

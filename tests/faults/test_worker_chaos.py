@@ -11,27 +11,27 @@ import time
 
 import pytest
 
-from devtools.openai_server import EmbeddingsServer
 from jobflow.jobs import queue
 from jobflow.models import QueueItem
 from jobflow.worker.loop import Worker
-
-from .conftest import (
-    KEY,
+from tests.support import KEY
+from tests.support.openai_server import EmbeddingsServer
+from tests.support.processes import assert_clean_output
+from tests.support.seeding import add_jobs
+from tests.support.waiting import seconds_until
+from tests.support.workers import (
     MIN_SCORE,
     TOP_N,
-    add_jobs,
-    assert_clean_output,
     assert_end_state,
     completed_count,
     drained,
     held_count,
     provider_duplicates,
+    queue_state,
     record,
     status_of_pid,
     texts_of,
     wait_lists_correct,
-    wait_until,
     worker_env,
 )
 
@@ -49,8 +49,8 @@ def test_three_workers_race_while_one_is_killed_and_one_is_terminated(app, db_ur
                          SIMILARITY_FLUSH_INTERVAL=2000)
         doomed, leaving, survivor = (procs.worker(env) for _ in range(3))
         everyone = [doomed, leaving, survivor]
-        wait_until(lambda: all(status_of_pid(w.pid).get("workerId") for w in everyone), 60, "three workers",
-                   everyone)
+        seconds_until("three workers", lambda: all(status_of_pid(w.pid).get("workerId") for w in everyone), 60,
+                      processes=everyone, seen=queue_state)
         doomed_id, leaving_id = (status_of_pid(w.pid)["workerId"] for w in (doomed, leaving))
         # Killed just after a fresh claim (a held set sharing nothing with the one before): its last flush
         # has completed, and the next is a batch away. A kill timed only by "holds something" could land while
@@ -63,19 +63,23 @@ def test_three_workers_race_while_one_is_killed_and_one_is_terminated(app, db_ur
             fresh = bool(current) and seen["last"] is not None and not current & seen["last"]
             seen["last"] = current
             return fresh and completed_count() >= 30 and held_count(leaving_id) > 0
-        wait_until(just_claimed, 60, "both victims holding a batch, the doomed one fresh from a claim", everyone,
-                   every=0.05)
+        seconds_until("both victims holding a batch, the doomed one fresh from a claim", just_claimed, 60,
+                      every=0.05, processes=everyone, seen=queue_state)
         doomed.process.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        assert leaving.stop(signal.SIGTERM, timeout=40) == 0
-        sigterm_exit = time.monotonic() - killed_at
-        assert doomed.stop(timeout=10) == -signal.SIGKILL
+        leaving.send(signal.SIGTERM)
+        assert doomed.wait(10) == -signal.SIGKILL
+        # What the dead worker held, read before its items can come back (QUEUE_STUCK_TIMEOUT): the leaving
+        # worker's stop may take longer than that on a loaded machine.
         time.sleep(0.5)   # the dead worker's last request may still be running in the database
         held = list(QueueItem._get_collection().find({"status": "processing", "lockedBy": doomed_id}, {"jobId": 1}))
         assert held, "the killed worker held nothing: the test did not kill it mid-batch"
+        assert leaving.wait(40) == 0
+        sigterm_exit = time.monotonic() - killed_at
         assert held_count(leaving_id) == 0, "SIGTERM must finish or give back every item"
 
-        recovered = wait_until(lambda: drained(ids), 90, "the survivor to drain the queue", [survivor])
+        recovered = seconds_until("the survivor to drain the queue", lambda: drained(ids), 90, processes=[survivor],
+                                  seen=queue_state)
         recovered += 0.5
         lists = wait_lists_correct(30, [survivor])
         assert_end_state(ids)
@@ -101,8 +105,8 @@ def test_memory_guard_in_a_worker_process_claims_nothing(app, db_uri, tmp_path, 
     ids = add_jobs(60)
     with EmbeddingsServer() as provider:
         paused = procs.worker(worker_env(db_uri, provider, tmp_path, WORKER_MEMORY_THRESHOLD="0.0001"))
-        paused_in = wait_until(lambda: status_of_pid(paused.pid).get("state") == "paused", 60, "the pause",
-                               [paused], every=0.1)
+        paused_in = seconds_until("the pause", lambda: status_of_pid(paused.pid).get("state") == "paused", 60,
+                                  every=0.1, processes=[paused], seen=queue_state)
         time.sleep(2)                 # ten polls: still nothing claimed
         assert provider.requests == 0
         assert queue.counts()["pending"] == len(ids)
@@ -111,7 +115,8 @@ def test_memory_guard_in_a_worker_process_claims_nothing(app, db_uri, tmp_path, 
         assert "memory at" in status["reason"] and status["processed"] == 0
 
         helper = procs.worker(worker_env(db_uri, provider, tmp_path))
-        drained_in = wait_until(lambda: drained(ids), 60, "the other worker to drain", [helper, paused])
+        drained_in = seconds_until("the other worker to drain", lambda: drained(ids), 60, processes=[helper, paused],
+                                   seen=queue_state)
         lists = wait_lists_correct(20, [helper])
         assert_end_state(ids)
         assert provider_duplicates(provider, ids)[:2] == (0, 0)
@@ -135,15 +140,16 @@ def test_memory_guard_pauses_and_resumes_on_its_schedule(make_app):
             worker = Worker.from_app(app, memory_probe=lambda: memory["fraction"])
             worker.start()
             try:
-                wait_until(lambda: worker.state == "paused", 10, "the pause")
+                seconds_until("the pause", lambda: worker.state == "paused", 10, seen=queue_state)
                 time.sleep(1)
                 assert provider.requests == 0 and queue.counts()["pending"] == len(ids)
                 memory["fraction"] = 0.30
-                first = wait_until(lambda: completed_count() > 0, 20, "the first item after the resume", every=0.02)
-                done = wait_until(lambda: drained(ids), 30, "the drain") + first
+                first = seconds_until("the first item after the resume", lambda: completed_count() > 0, 20, every=0.02,
+                                      seen=queue_state)
+                done = seconds_until("the drain", lambda: drained(ids), 30, seen=queue_state) + first
                 assert worker.state == "running"
                 memory["fraction"] = 0.99            # and pauses again between batches
-                wait_until(lambda: worker.state == "paused", 10, "the second pause")
+                seconds_until("the second pause", lambda: worker.state == "paused", 10, seen=queue_state)
             finally:
                 worker.stop()
             lists = wait_lists_correct(10)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import pytest
 from pymongo.errors import AutoReconnect
 
-from devtools.openai_server import EmbeddingsServer
 from jobflow.jobs import queue
 from jobflow.models import Job, QueueItem
 from jobflow.worker.loop import Worker
-
-from .conftest import KEY, MIN_SCORE, add_jobs, assert_end_state, held_count, list_problems
+from tests.support import KEY
+from tests.support.openai_server import EmbeddingsServer
+from tests.support.seeding import add_jobs
+from tests.support.workers import MIN_SCORE, assert_end_state, held_count, list_problems
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ Meant for tests and benchmarks that must exercise the real ``openai`` SDK over r
 
 Or as a separate process (first stdout line is the base URL; runs until SIGTERM/SIGINT)::
 
-    python -m devtools.openai_server --port 0 --latency 0.2 --dimensions 1536
+    python -m tests.support.openai_server --port 0 --latency 0.2 --dimensions 1536
 
 Endpoints: ``POST /v1/embeddings`` and ``GET /v1/models``. Anything else gets OpenAI's 404
 "Invalid URL" error.
@@ -699,7 +699,7 @@ class EmbeddingsServer:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: print the base URL on the first stdout line, then serve until SIGTERM/SIGINT."""
-    p = argparse.ArgumentParser(prog="python -m devtools.openai_server", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.support.openai_server", description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     p.add_argument("--latency", type=float, default=0.0, help="seconds to sleep per embeddings request")
