@@ -17,6 +17,7 @@ install-test: $(VENV)/bin/activate
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	./scripts/install-browser
+	./scripts/install-mongosh
 
 ## Install everything and run the whole product on http://127.0.0.1:5001
 run: install

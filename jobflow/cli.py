@@ -210,7 +210,7 @@ def _countdown(message: str, seconds: int) -> None:
 @click.command("test-embeddings")
 @with_appcontext
 def test_embeddings_command():
-    """Run the seven checks of the embedding system; exit 1 if any fails."""
+    """Run the eight checks of the embedding system; exit 1 if any fails."""
     from flask import current_app
 
     from jobflow.ops.provider_check import run_checks

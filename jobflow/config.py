@@ -183,6 +183,11 @@ SETTINGS: list[Setting] = [
     Setting("WORKER_GRACEFUL_SHUTDOWN_TIMEOUT", "30000", _int(0), "time to finish in-flight work on SIGTERM, ms", group="Worker health"),
     Setting("WORKER_MEMORY_THRESHOLD", "0.85", _fraction, "pause claiming above this share of available memory", group="Worker health"),
     Setting("WORKER_PAUSE_ON_HIGH_MEMORY", "true", _bool, "enable the memory pause", group="Worker health"),
+    # Change capture
+    Setting("CHANGE_CAPTURE", "auto", _choice("auto", "stream", "poll", "off"), "how jobs written by other applications are noticed: auto (the change stream where the database has one, else polling updatedAt), stream, poll, or off (only /api/jobs writes)", group="Change capture"),
+    Setting("CHANGE_CAPTURE_LEASE", "15000", _int(3000), "one worker at a time captures changes; one silent this long hands over to another, ms", group="Change capture"),
+    Setting("CHANGE_CAPTURE_SWEEP_INTERVAL", "3600000", _int(60000), "in poll mode, every job is compared by text hash and status this often (writers that leave updatedAt alone), ms", group="Change capture"),
+    Setting("ALERT_CAPTURE_LAG", "60000", _int(1000), "alert (and health degraded) when change capture is down or further behind than this, ms", group="Change capture"),
     # Similarity
     Setting("SIMILARITY_TOP_N", "10", _int(1, 200), "similar jobs kept per job", group="Similarity"),
     Setting("SIMILARITY_LANGUAGE_BALANCE", "true", _bool, "correct each language's vectors by its own statistics so lists cross languages (README, Similarity quality); the same in every process", group="Similarity"),

@@ -40,7 +40,19 @@ def healthy(**fields) -> Snapshot:
 
 def test_a_healthy_snapshot_fires_nothing():
     assert evaluate(healthy(), SETTINGS) == []
-    assert {f.key for f in assess(healthy(), SETTINGS)} == {"failures", "queue", "workers", "provider", "coverage"}
+    assert {f.key for f in assess(healthy(), SETTINGS)} == {"failures", "queue", "workers", "provider", "coverage",
+                                                          "capture"}
+
+
+def test_capture_down_is_critical_and_behind_a_warning():
+    down = fired(healthy(capture={"state": "down", "mode": "stream",
+                                  "problem": "change capture is down: no worker has followed the jobs collection for 95 s"}))
+    assert down["capture"].severity == "critical" and "95 s" in down["capture"].summary
+    behind = fired(healthy(capture={"state": "behind", "mode": "stream", "lag": {"p99": 75000},
+                                    "problem": "change capture is 75000 ms behind"}))
+    assert behind["capture"].severity == "warning" and behind["capture"].figures["lag p99 (last minute)"] == "75000 ms"
+    assert "capture" not in fired(healthy(capture={"state": "ok", "mode": "stream"}))
+    assert "capture" not in fired(healthy(capture={"state": "off"}))
 
 
 def test_failures_in_the_last_hour_over_the_threshold():

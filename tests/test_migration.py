@@ -86,14 +86,32 @@ def test_migration_queues_backfill_once(app):
     assert QueueItem.objects.count() == 4                                # nothing queued twice
 
 
-def test_test_embeddings_runs_the_seven_checks(app):
+def test_test_embeddings_runs_the_eight_checks(app):
     Job(title="Nurse", description="Night shifts", status="active").save()
     result = app.test_cli_runner().invoke(args=["test-embeddings"])
     assert result.exit_code == 0, result.output
     lines = [l for l in result.output.splitlines() if l.startswith("[")]
-    assert len(lines) == 7 and all(": ok - " in l for l in lines)
+    assert len(lines) == 8 and all(": ok - " in l for l in lines)
     assert "384 dimensions" in result.output
+    assert "[8/8] change capture: ok - stream: the database offers change streams (CHANGE_CAPTURE=auto)" in result.output
     assert QueueItem.objects.count() == 0  # the probe leaves nothing behind
+
+
+def test_test_embeddings_says_why_capture_polls_and_fails_a_forced_stream(make_app, tmp_path):
+    from tests.support.database import DatabaseServer
+    server = DatabaseServer(tmp_path / "db", "--standalone")
+    server.start()
+    try:
+        for setting, code, expected in (
+                ("auto", 0, "[8/8] change capture: ok - poll: the database offers no change streams"),
+                ("stream", 1, "[8/8] change capture: FAILED - CHANGE_CAPTURE=stream, but the database offers no "
+                              "change streams")):
+            app = make_app(MONGODB_URI=server.uri("standalone"), CHANGE_CAPTURE=setting)
+            with app.app_context():
+                result = app.test_cli_runner().invoke(args=["test-embeddings"])
+            assert result.exit_code == code and expected in result.output, result.output
+    finally:
+        server.remove()
 
 
 def test_test_embeddings_names_a_refused_key(make_app):

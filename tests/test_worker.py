@@ -103,7 +103,7 @@ def test_schedule_checks_alerts_and_records_samples(make_app, server, claiming):
                 time.sleep(0.05)
         else:
             scheduled = {job.id for job in worker.scheduler.get_jobs()}
-            assert scheduled == {"heartbeat", "check-alerts", "record-metrics", "embedded-database"}
+            assert scheduled == {"heartbeat", "check-alerts", "record-metrics", "embedded-database", "capture-changes"}
             assert queue.counts()["pending"] == 3 and server.requests == 0
             status = worker_status(worker)
             assert status["state"] == "stopped" and "EMBEDDING_WORKER_ENABLED" in status["reason"]

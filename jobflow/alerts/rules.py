@@ -26,6 +26,7 @@ PAGES = {
     "workers": "/admin/embeddings/workers",
     "provider": "/admin/embeddings/workers",
     "coverage": "/admin/embeddings",
+    "capture": "/admin/embeddings",
 }
 ALERTS_PAGE = "/admin/embeddings/alerts"
 
@@ -56,6 +57,7 @@ class Snapshot:
     active_jobs: int = 0
     embedded_jobs: int = 0                # active jobs whose embedding is completed
     coverage_samples: tuple[tuple[datetime, float], ...] = ()  # earlier checks' coverage
+    capture: dict = field(default_factory=dict)                # ops.capture_status.capture_status
 
     @property
     def failures(self) -> int:
@@ -196,8 +198,24 @@ def coverage_rule(s: Snapshot, settings: dict) -> Finding:
         page=PAGES["coverage"])
 
 
+def capture_rule(s: Snapshot, settings: dict) -> Finding:
+    """Change capture is down (no worker follows the jobs), or further behind than ALERT_CAPTURE_LAG."""
+    capture = s.capture or {}
+    state = capture.get("state", "off")
+    lag = capture.get("lag") or {}
+    return Finding(
+        key="capture", firing=state in ("down", "behind"), severity="critical" if state == "down" else "warning",
+        title="Change capture down or behind",
+        summary=capture.get("problem") or f"change capture {state}" + (f" ({capture.get('mode')})"
+                                                                      if capture.get("mode") else ""),
+        figures={"mode": capture.get("mode") or "-", "state": state, "capturing worker": capture.get("owner") or "-",
+                 "lag p99 (last minute)": f"{lag['p99']} ms" if lag.get("p99") is not None else "-",
+                 "alert above": duration_text(ms(settings["ALERT_CAPTURE_LAG"]))},
+        page=PAGES["capture"])
+
+
 RULES: list[Callable[[Snapshot, dict], Finding]] = [failures_rule, queue_rule, workers_rule, provider_rule,
-                                                     coverage_rule]
+                                                     coverage_rule, capture_rule]
 
 
 def assess(snapshot: Snapshot, settings: dict) -> list[Finding]:
@@ -216,6 +234,7 @@ def gather(settings: dict, now: datetime) -> Snapshot:
     """Read the figures the rules need: a handful of indexed counts and small reads."""
     from jobflow.models import AlertState, QueueItem, WorkerStatus
     from jobflow.models.worker_status import live_query
+    from jobflow.ops.capture_status import capture_status
     from jobflow.ops.counts import job_counts, queue_counts
     from jobflow.ops.samples import latest_sample
 
@@ -262,7 +281,8 @@ def gather(settings: dict, now: datetime) -> Snapshot:
     return Snapshot(at=now, failed_final=failed_final, failed_retrying=failed_retrying, queue=counts,
                     live_heartbeat=(live or {}).get("lastHeartbeat"), last_heartbeat=(last or {}).get("lastHeartbeat"),
                     live_workers=live_workers, disabled_workers=disabled_workers, degraded=degraded, rate_limits=rate_limits,
-                    active_jobs=active, embedded_jobs=embedded, coverage_samples=samples)
+                    active_jobs=active, embedded_jobs=embedded, coverage_samples=samples,
+                    capture=capture_status(settings, now, misfits=False))
 
 
 def _at_or_after(value, since: datetime) -> bool:

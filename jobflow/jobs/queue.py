@@ -15,7 +15,7 @@ from typing import Iterable
 
 from bson import ObjectId
 from pymongo import UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from jobflow.db import commands
 from jobflow.models import QueueItem
@@ -314,14 +314,37 @@ def release_worker(owner: str, refund_attempt: bool = False) -> int:
     return release(ids, owner, refund_attempt=refund_attempt)
 
 
-def remove_deleted_job(job_id) -> int:
-    """A deleted job's pending and failed items out of the queue (held ones settle as skipped; history expires)."""
-    return _coll().delete_many({"jobId": _oid(job_id), "status": {"$in": ["pending", "failed"]}}).deleted_count
+def enqueue_idle(job_ids: Iterable, priority: int = PRIORITY_LIVE, source: str = "capture") -> int:
+    """Queue each job that has no item pending or being processed, decided atomically per job (a worker may claim
+    the API's item between a look and a write); how many were queued."""
+    now = utcnow()
+    ops = [UpdateOne({"jobId": _oid(job_id), "taskType": GENERATE_EMBEDDING, "status": {"$in": ["pending", "processing"]}},
+                     {"$setOnInsert": {"status": "pending", "attempts": 0, "nextAttemptAt": now, "createdAt": now,
+                                       "metadata": {"source": source}, "errorHistory": []},
+                      "$max": {"priority": priority}, "$set": {"updatedAt": now}},
+                     upsert=True) for job_id in job_ids]
+    if not ops:
+        return 0
+    try:
+        return _coll().bulk_write(ops, ordered=False).upserted_count
+    except BulkWriteError as exc:      # another process queued some of them at the same moment
+        return int(exc.details.get("nUpserted", 0))
 
 
-def remove_pending(job_id) -> int:
-    """Take a job's pending items out of the queue (job deleted or closed)."""
-    return _coll().delete_many({"jobId": _oid(job_id), "status": "pending"}).deleted_count
+def remove_for_jobs(job_ids: Iterable, statuses: tuple[str, ...] = ("pending",)) -> int:
+    """Take jobs' items of ``statuses`` out of the queue in one write: pending ones of a closed job, pending and failed
+    ones of a deleted job (held ones settle as skipped; history expires)."""
+    ids = [_oid(i) for i in job_ids]
+    return _coll().delete_many({"jobId": {"$in": ids}, "status": {"$in": list(statuses)}}).deleted_count if ids else 0
+
+
+def open_jobs(job_ids: Iterable) -> set:
+    """Which of these jobs have an item pending or being processed."""
+    ids = [_oid(i) for i in job_ids]
+    if not ids:
+        return set()
+    return {d["jobId"] for d in _coll().find({"jobId": {"$in": ids}, "status": {"$in": ["pending", "processing"]}},
+                                           {"jobId": 1})}
 
 
 def retry_failed(query: dict | None = None) -> int:

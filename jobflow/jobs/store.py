@@ -152,7 +152,7 @@ def update_job(job_id, fields: dict[str, Any], replace: bool = False) -> Job:
         if before_status == "active":
             # The answers leave it out at once (they serve active jobs only); each worker's index sync takes it
             # out of its index and rewrites the lists that held it within seconds.
-            queue.remove_pending(job.id)
+            queue.remove_for_jobs([job.id])
     elif text_changed or before_status != "active":
         queue.enqueue(job.id, priority=queue.PRIORITY_LIVE, source="api")
     return job
@@ -161,7 +161,7 @@ def update_job(job_id, fields: dict[str, Any], replace: bool = False) -> Job:
 def delete_job(job_id) -> None:
     """Delete a job and its pending and failed queue items; the workers take it out of the lists that held it."""
     job = get_job(job_id)
-    queue.remove_deleted_job(job.id)
+    queue.remove_for_jobs([job.id], ("pending", "failed"))
     job.delete()
     record_deletion(job.id)
 

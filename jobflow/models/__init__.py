@@ -1,6 +1,7 @@
 """Documents of JobFlow Similar; collection and field names follow the seed."""
 from jobflow.models.alert import Alert, AlertState
 from jobflow.models.audit import AuditEntry
+from jobflow.models.capture import CaptureState, JobChange, JobMisfit
 from jobflow.models.correction import CorrectionHeader
 from jobflow.models.job import Embedding, Job, JobDeletion, SimilarJob
 from jobflow.models.lease import Lease
@@ -11,7 +12,7 @@ from jobflow.models.user import AdminUser
 from jobflow.models.worker_status import WorkerStatus
 
 ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, MetricSample, Alert, AlertState, CorrectionHeader,
-                 LoginAttempts, JobDeletion)
+                 LoginAttempts, JobDeletion, CaptureState, JobChange, JobMisfit)
 
 # Indexes earlier versions created that no query uses any more. On the embedded database every index is
 # read and rewritten by every write of its collection (a list or vector stored, an item claimed), so
@@ -39,4 +40,5 @@ def ensure_indexes() -> list[str]:
 
 __all__ = ["Embedding", "Job", "JobDeletion", "SimilarJob", "OBSOLETE_INDEXES", "QueueItem", "WorkerStatus", "AdminUser",
            "Lease", "AuditEntry", "MetricSample", "Alert", "AlertState", "LoginAttempts", "CorrectionHeader", "ALL_DOCUMENTS",
+           "CaptureState", "JobChange", "JobMisfit",
            "ensure_indexes"]

@@ -1,4 +1,7 @@
 """A job posting, its embedding and its precomputed similar jobs (collection ``jobs``)."""
+from datetime import datetime
+
+from bson import ObjectId
 from mongoengine import (
     DateTimeField,
     DictField,
@@ -13,7 +16,6 @@ from mongoengine import (
 )
 
 from jobflow.models.fields import VectorField
-from jobflow.timeutil import utcnow
 
 JOB_STATUSES = ("active", "closed", "draft", "expired")
 EMBEDDING_STATUSES = ("pending", "processing", "completed", "failed")
@@ -75,14 +77,65 @@ class Job(Document):
     salaryRange = StringField()
     language = StringField()
     externalId = StringField()
-    createdAt = DateTimeField(default=utcnow)
-    updatedAt = DateTimeField(default=utcnow)
+    createdAt = DateTimeField()     # set by whoever writes the job (the API: at create); absent stays absent
+    updatedAt = DateTimeField()
     embedding = EmbeddedDocumentField(Embedding)
     similarJobs = ListField(EmbeddedDocumentField(SimilarJob))
     similarityMetadata = DictField()
 
     PUBLIC_FIELDS = ("title", "description", "company", "location", "category", "status",
                      "employmentType", "salaryRange", "language", "externalId")
+
+    @classmethod
+    def _from_son(cls, son, *args, **kwargs):
+        """Build from a stored document that any application may have written: what does not fit is left out."""
+        return super()._from_son(fitted(son), *args, **kwargs)
+
+
+_TEXT = ("title", "description", "company", "location", "category", "employmentType", "salaryRange", "language",
+         "externalId")
+_EMBEDDING_TEXT = ("status", "model", "textHash", "language", "error")
+
+
+def fitted(son: dict) -> dict:
+    """A copy of a job document with every value of the wrong type left out (a status that is not text becomes
+    "invalid", so it is never taken for active); the document as stored is untouched."""
+    son = dict(son)
+    for name in _TEXT:
+        if son.get(name) is not None and not isinstance(son[name], str):
+            son.pop(name)
+    if "status" in son and not isinstance(son["status"], str):
+        son["status"] = "invalid"
+    for name in ("createdAt", "updatedAt"):
+        if son.get(name) is not None and not isinstance(son[name], datetime):
+            son[name] = None
+    embedding = son.get("embedding")
+    if embedding is not None:
+        if not isinstance(embedding, dict):
+            son.pop("embedding")
+        else:
+            embedding = dict(embedding)
+            for name in _EMBEDDING_TEXT:
+                if embedding.get(name) is not None and not isinstance(embedding[name], str):
+                    embedding.pop(name)
+            if embedding.get("status") not in (None, *EMBEDDING_STATUSES):
+                embedding.pop("status")
+            for name in ("dimensions", "tokens", "retries"):
+                if embedding.get(name) is not None and not isinstance(embedding[name], int):
+                    embedding.pop(name)
+            if embedding.get("generatedAt") is not None and not isinstance(embedding["generatedAt"], datetime):
+                embedding.pop("generatedAt")
+            if embedding.get("vector") is not None and not isinstance(embedding["vector"], (bytes, list)):
+                embedding.pop("vector")
+            son["embedding"] = embedding
+    similar = son.get("similarJobs")
+    if similar is not None:
+        son["similarJobs"] = [entry for entry in similar if isinstance(entry, dict)
+                              and isinstance(entry.get("jobId"), ObjectId)
+                              and isinstance(entry.get("score"), (int, float))] if isinstance(similar, list) else []
+    if son.get("similarityMetadata") is not None and not isinstance(son["similarityMetadata"], dict):
+        son.pop("similarityMetadata")
+    return son
 
 
 class JobDeletion(Document):

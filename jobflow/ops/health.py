@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from jobflow.ops import samples
+from jobflow.ops.capture_status import capture_status
 from jobflow.ops.counts import ACTIVE_STATES, Counts, coverage_figures, job_counts, queue_counts
 from jobflow.ops.thresholds import queue_too_long, too_many_failed_items
 from jobflow.ops.workers import alive_workers
@@ -20,8 +21,9 @@ def health(settings: dict, now: datetime | None = None) -> dict:
     """
     now = now or utcnow()
     sample = samples.latest_sample(now, HEALTH_SAMPLE_AGE)
+    capture = capture_status(settings, now, misfits=False)
     return health_report(settings, now, queue_counts(sample), job_counts(settings, sample),
-                         alive_workers(settings, now))
+                         alive_workers(settings, now), (capture["problem"],) if capture["problem"] else ())
 
 
 def health_report(settings: dict, now: datetime, counts: Counts, jobs: dict, active: int,

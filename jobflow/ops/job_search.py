@@ -5,10 +5,12 @@ import re
 
 from pymongo.errors import ExecutionTimeout
 
+from jobflow.capture.decide import misfit_reason
 from jobflow.embeddings import provider_model
 from jobflow.embeddings.language import normalise, stored_language
 from jobflow.embeddings.text import job_text, text_hash
 from jobflow.models import Job, QueueItem
+from jobflow.models.job import fitted
 from jobflow.ops.queue_view import _title_prefix, parse_oid, with_titles
 
 JOB_LIST_FIELDS = {"title": 1, "company": 1, "status": 1, "createdAt": 1, "embedding.status": 1,
@@ -56,15 +58,19 @@ def job_detail(job_id: str, settings: dict) -> dict | None:
     job = Job._get_collection().find_one({"_id": oid}, {"embedding.vector": 0}) if oid else None
     if job is None:
         return None
+    problem = misfit_reason(job)
+    job = fitted(job)       # another application may have written anything: show what fits
     embedding = job.get("embedding") or {}
     model = provider_model(settings)
     similar = job.get("similarJobs") or []
     titles = {d["_id"]: d for d in Job._get_collection().find(
         {"_id": {"$in": [s.get("jobId") for s in similar]}},
         {"title": 1, "company": 1, "status": 1, "language": 1, "embedding.language": 1})} if similar else {}
+    titles = {key: fitted(doc) for key, doc in titles.items()}
     items = with_titles(list(QueueItem._get_collection().find({"jobId": oid}).sort("_id", -1).limit(10)))
     return {
         "job": job,
+        "problem": problem,
         "embedding": embedding,
         "current": embedding.get("status") == "completed" and embedding.get("model") == model,
         "textChanged": bool(embedding.get("textHash")) and embedding.get("textHash") != text_hash(job_text(job)),

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from jobflow.models import QueueItem
 from jobflow.ops import samples
+from jobflow.ops.capture_status import capture_status
 from jobflow.ops.counts import job_counts, queue_counts
 from jobflow.ops.queue_view import QUEUE_FIELDS, with_titles
 from jobflow.ops.thresholds import queue_too_long, too_many_failed_items, too_many_failures
@@ -84,6 +85,7 @@ def overview_data(settings: dict, now: datetime | None = None) -> dict:
         "failuresLastHour": hour_failures,
         "completedLastHour": finished_since("completed", now - timedelta(hours=1)),
         "sampleTime": sample["time"] if sample else None,
+        "capture": capture_status(settings, now),
     }
     data["alerts"] = open_alerts(data, settings)
     return data
@@ -124,6 +126,13 @@ def open_alerts(data: dict, settings: dict) -> list[dict]:
         live.append({"key": "dead-holding", "level": "warn",
                      "title": f"Dead workers hold {summary['deadHolding']} items",
                      "detail": "give them back from Workers (or wait for QUEUE_STUCK_TIMEOUT)"})
+    if data["capture"]["problem"]:
+        live.append({"key": "capture", "level": "bad" if data["capture"]["state"] == "down" else "warn",
+                     "title": "Change capture " + data["capture"]["state"], "detail": data["capture"]["problem"]})
+    if data["capture"].get("misfitCount"):
+        live.append({"key": "misfits", "level": "warn",
+                     "title": f"{data['capture']['misfitCount']:,} job documents cannot be used",
+                     "detail": "they are not embedded; see Change capture below for each reason"})
     alerts += [a for a in live if a["key"] not in seen]
     return sorted(alerts, key=lambda a: a["level"] != "bad")
 

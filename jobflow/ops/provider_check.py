@@ -1,4 +1,4 @@
-"""``flask test-embeddings``: the seed's seven checks, each ok or a one-line reason."""
+"""``flask test-embeddings``: the seed's seven checks and the change capture's mode, each ok or a one-line reason."""
 from __future__ import annotations
 
 from typing import Callable
@@ -90,6 +90,33 @@ def _settings(settings, state):
     return "; ".join(notes)
 
 
+def _capture(settings, state):
+    """Which change capture mode is in force, and why (the database's capabilities decide ``auto``)."""
+    from pymongo.errors import OperationFailure
+
+    from jobflow.models import CaptureState, Job
+    setting = settings["CHANGE_CAPTURE"]
+    if setting == "off":
+        return "off (CHANGE_CAPTURE=off): only writes through /api/jobs are noticed"
+    try:
+        Job._get_collection().watch(max_await_time_ms=1).close()
+        streams = True
+    except OperationFailure:
+        streams = False
+    if setting == "stream" and not streams:
+        raise CheckFailed("CHANGE_CAPTURE=stream, but the database offers no change streams (a standalone server); "
+                          "use auto or poll")
+    if setting == "poll" or not streams:
+        mode = "poll: " + ("CHANGE_CAPTURE=poll" if setting == "poll" else "the database offers no change streams") \
+               + "; updatedAt is polled and every job compared each CHANGE_CAPTURE_SWEEP_INTERVAL"
+    else:
+        mode = f"stream: the database offers change streams (CHANGE_CAPTURE={setting})"
+    doc = CaptureState._get_collection().find_one({"_id": "jobs"}, {"owner": 1, "heartbeatAt": 1}) or {}
+    if doc.get("owner"):
+        mode += f"; worker {doc['owner']} captures"
+    return mode
+
+
 CHECKS: list[tuple[str, Callable]] = [
     ("database connection", _database),
     ("provider configuration", _configuration),
@@ -98,6 +125,7 @@ CHECKS: list[tuple[str, Callable]] = [
     ("queue operations", _queue),
     ("database indexes", _indexes),
     ("settings", _settings),
+    ("change capture", _capture),
 ]
 
 

@@ -19,8 +19,9 @@ from pymongo.errors import DuplicateKeyError
 
 from jobflow.db import commands
 from jobflow.embeddings import provider_model
-from jobflow.models import Job, MetricSample, QueueItem
+from jobflow.models import CaptureState, Job, MetricSample, QueueItem
 from jobflow.models.metric_sample import HOUR_RETENTION_DAYS
+from jobflow.ops.capture_status import lag_figures
 from jobflow.ops.counts import ACTIVE_STATES, job_counts_live
 from jobflow.ops.workers import alive_workers
 from jobflow.timeutil import utcnow
@@ -271,11 +272,20 @@ def record_sample(settings: dict, now: datetime | None = None) -> dict | None:
     values = {**activity(start, end),
               **{state: _queue_count(state) for state in ACTIVE_STATES},
               "workersAlive": alive_workers(settings, end),
-              **job_counts_live(provider_model(settings))}
+              **job_counts_live(provider_model(settings)),
+              **capture_lag(start, end)}
     _samples().update_one({"span": "1m", "time": start}, {"$set": {**values, "done": True}})
     roll_up_hour(floor_hour(end) - HOUR)
     roll_up_day(floor_day(end) - DAY)
     return values
+
+
+def capture_lag(start: datetime, end: datetime) -> dict:
+    """The minute's change capture lag (write to queue, ms): p50, p99, max, and the changes it handled."""
+    lags = (CaptureState._get_collection().find_one({"_id": "jobs"}, {"lags": 1}) or {}).get("lags") or []
+    figures = lag_figures(lags, start, end)
+    return {"captureChanges": figures["count"], "captureLagP50Ms": figures["p50"], "captureLagP99Ms": figures["p99"],
+            "captureLagMaxMs": figures["max"]}
 
 
 def roll_up_hour(hour: datetime) -> bool:

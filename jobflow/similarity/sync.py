@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 
 from jobflow.embeddings.language import stored_language
-from jobflow.models import JobDeletion
+from jobflow.models import JobChange, JobDeletion
 from jobflow.models.fields import vector_from_bson
 from jobflow.timeutil import utcnow
 
@@ -36,6 +36,12 @@ def follow_changes(lists) -> None:
                   {"similarityMetadata.refill": True}):
         for doc in lists.collection().find(query, fields):
             changed.setdefault(doc["_id"], doc)
+    # Jobs that change capture saw another application close, reopen or spoil (their updatedAt may be untouched).
+    noted = [d["_id"] for d in JobChange._get_collection().find({"at": {"$gte": since}}, {"_id": 1})
+             if d["_id"] not in changed]
+    for start in range(0, len(noted), RECONCILE_PAGE):
+        for doc in lists.collection().find({"_id": {"$in": noted[start:start + RECONCILE_PAGE]}}, fields):
+            changed.setdefault(doc["_id"], doc)
     changed = list(changed.values())
     deleted = [d["_id"] for d in JobDeletion._get_collection().find({"at": {"$gte": since}}, {"_id": 1})]
     embedded, removed, refill = [], [], []
@@ -44,7 +50,7 @@ def follow_changes(lists) -> None:
         for doc in changed:
             if doc["_id"] in lists.storing:
                 continue                # this process's own batch is storing it: its on_embedded ranks it
-            emb = doc.get("embedding") or {}
+            emb = doc.get("embedding") if isinstance(doc.get("embedding"), dict) else {}
             usable = (doc.get("status") == "active" and emb.get("status") == "completed"
                       and emb.get("model") == lists.model and emb.get("vector") is not None)
             language = stored_language(doc)

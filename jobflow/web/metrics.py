@@ -67,11 +67,31 @@ class PipelineCollector:
         hour_ago = utcnow() - timedelta(hours=1)
         yield GaugeMetricFamily("jobflow_queue_failed_last_hour", "Items failed for good in the last hour",
                                 value=queue._coll().count_documents({"status": "failed", "finishedAt": {"$gte": hour_ago}}))
+        yield from capture_metrics(self.settings)
         sample = samples.latest_sample()
         if sample:
             for key, name, help_text in LAST_MINUTE:
                 if isinstance(sample.get(key), (int, float)):
                     yield GaugeMetricFamily(name, help_text, value=sample[key])
+
+
+def capture_metrics(settings: dict):
+    """Change capture: its state, its lag over the last minute, and the job documents it cannot use."""
+    from jobflow.ops.capture_status import capture_status
+    capture = capture_status(settings, utcnow(), misfits=True)
+    state = GaugeMetricFamily("jobflow_capture_state", "Change capture state (1 for the current one)", labels=["state"])
+    for name in ("ok", "starting", "behind", "down", "off"):
+        state.add_metric([name], 1 if capture["state"] == name else 0)
+    yield state
+    lag = GaugeMetricFamily("jobflow_capture_lag_ms", "Write to queue, over the last minute", labels=["quantile"])
+    for quantile, key in (("0.5", "p50"), ("0.99", "p99"), ("1", "max")):
+        if capture["lag"][key] is not None:
+            lag.add_metric([quantile], capture["lag"][key])
+    yield lag
+    yield GaugeMetricFamily("jobflow_capture_changes_last_minute", "Changes handled by change capture in the last "
+                            "minute", value=capture["lag"]["count"])
+    yield GaugeMetricFamily("jobflow_job_misfits", "Job documents that cannot be used (not embedded)",
+                            value=capture["misfitCount"])
 
 
 @bp.get("/metrics")

@@ -18,6 +18,7 @@ import uuid
 
 import psutil
 
+from jobflow.capture.follow import Capture
 from jobflow.embeddings import EmbeddingProvider, get_provider, language, min_score
 from jobflow.jobs import queue
 from jobflow.models import Lease, WorkerStatus
@@ -72,6 +73,7 @@ class Worker:
         self.scheduler = None
         self.lists = None              # SimilarLists, set by start()
         self.idle = True               # the last claim found nothing: no drain under way
+        self.capture = Capture(settings, self.worker_id, self.stopping)
         self.batch = BatchProcessor(self.worker_id, self.provider, self.policy, self.counters, self.concurrency,
                                     debug=bool(settings.get("DEBUG_WORKER")))
         # EMBEDDING_WORKER_ENABLED=false: claim nothing, but keep the heartbeat, alert checks and samples.
@@ -152,6 +154,7 @@ class Worker:
         self._write_status()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        self.capture.stop()
         finished = self._busy.acquire(timeout=max(timeout, 0.01))
         if finished:
             try:
@@ -265,6 +268,10 @@ class Worker:
             from jobflow.alerts import check_alerts
             return check_alerts(self.app)
         return None
+
+    def capture_changes(self) -> None:
+        """Turn other applications' writes to the jobs into queue work (the process holding the lease)."""
+        self.capture.run()
 
     def sync_index(self) -> None:
         """Bring the similarity index in step with changes made by other processes."""

@@ -59,6 +59,8 @@ JOBS: list[PeriodicJob] = [
     PeriodicJob("check-alerts", lambda w: w.check_alerts(), lambda s: s["ALERT_CHECK_INTERVAL"], lease=True,
                 claims=False),
     PeriodicJob("record-metrics", lambda w: w.record_metrics(), lambda s: SAMPLE_EVERY_MS, claims=False),
+    # Jobs written by other applications into the queue (one process at a time holds the capture's own lease).
+    PeriodicJob("capture-changes", lambda w: w.capture_changes(), lambda s: 1000, claims=False),
     # With the embedded database (MONGODB_URI unset): if it is gone, start it again on its port.
     PeriodicJob("embedded-database", lambda w: keep_embedded_running(), lambda s: 5_000, first_run_now=False,
                 claims=False),

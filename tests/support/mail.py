@@ -16,7 +16,7 @@ from tests.support.waiting import wait_until
 KINDS = {"Alert": "opened", "Still open": "reminder", "Resolved": "resolved"}
 # The words of each rule's title (the subject's part before " - "), most specific first.
 RULE_WORDS = (("provider", "provider"), ("failures", "failure"), ("queue", "queue"), ("coverage", "coverage"),
-              ("workers", "worker"))
+              ("workers", "worker"), ("capture", "capture"))
 SUBJECT = re.compile(r"^\[JobFlow Similar\] (Alert|Still open|Resolved): (.*?)(?: - (.*))?$")
 
 

@@ -191,8 +191,22 @@ def settings():
                ("Language balance", recompute.correction_summary(_settings(), provider_model(_settings()))),
                ("Price per million tokens", formatting.money(samples.price_per_million(_settings()))),
                ("Database", "configured MONGODB_URI" if _settings().get("MONGODB_URI")
-                else "embedded SecantusDB under instance/")]
+                else "embedded SecantusDB under instance/"),
+               ("Change capture", capture_mode_text(_settings()))]
     return render_template("admin/settings.html", groups=groups, derived=derived)
+
+
+def capture_mode_text(settings: dict) -> str:
+    """The change capture mode in force and why, as its capturing worker decided it."""
+    from jobflow.ops.capture_status import capture_status
+    from jobflow.timeutil import utcnow
+    capture = capture_status(settings, utcnow(), misfits=False)
+    if capture["state"] == "off":
+        return capture["reason"]
+    if not capture["mode"]:
+        return f"CHANGE_CAPTURE={settings['CHANGE_CAPTURE']}; no worker has started it yet"
+    text = f"{capture['mode']}: {capture['reason']}"
+    return text + (f" ({capture['problem']})" if capture["problem"] else "")
 
 
 @bp.get("/embeddings/audit")

@@ -1,0 +1,161 @@
+"""Change capture: the lag from a write to its queue item, and what capture costs a drain.
+
+Starts the embedded database (temporary folder), the loopback OpenAI server and one ``flask --app app worker``
+process. A writer in this process inserts jobs with pymongo at a steady rate for ``--seconds`` (each job's
+``createdAt`` is its write time); the lag of a job is its queue item's ``createdAt`` minus that. Then a backlog
+of ``--drain-jobs`` jobs is drained by one worker process with ``CHANGE_CAPTURE=off`` and again with ``auto``.
+
+Run from the repo root: python -m benchmarks.capture_bench [--seconds 60] [--rates 50,200] [--drain-jobs 3000]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pymongo import MongoClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _log(message: str) -> None:
+    print(f"[capture {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _worker(uri: str, provider, folder: Path, capture: str) -> subprocess.Popen:
+    env = {**os.environ, "MONGODB_URI": uri, "EMBEDDING_PROVIDER": "openai", "OPENAI_API_KEY": provider.api_key,
+           "OPENAI_BASE_URL": provider.base_url, "CHANGE_CAPTURE": capture, "DEMO_DATA": "false",
+           "EMBEDDING_WORKER_INTERVAL": "200", "DEBUG_WORKER": "false", "DEBUG_QUEUE": "false",
+           "DEBUG_EMBEDDINGS": "false", "JOBFLOW_INSTANCE_PATH": str(folder / "instance")}
+    log = open(folder / f"worker-{capture}-{time.monotonic_ns()}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _wait(what: str, check, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _posting(tag: str, i: int) -> dict:
+    now = datetime.now(timezone.utc)
+    return {"title": f"Warehouse Operative {tag}-{i}", "company": f"Company {i % 31}", "location": "Tirana",
+            "description": f"Picking and packing, shift {i % 3}, team {i % 13}, posting {tag}-{i}.",
+            "status": "active", "createdAt": now, "updatedAt": now}
+
+
+def lag_run(db, rate: int, seconds: float) -> dict:
+    """Insert at ``rate`` a second for ``seconds``; the lag of every job (ms), from the queue items."""
+    tag = f"r{rate}"
+    started = time.monotonic()
+    written = 0
+    while time.monotonic() - started < seconds:
+        due = int((time.monotonic() - started) * rate) + 1
+        for _ in range(due - written):
+            db.jobs.insert_one(_posting(tag, written))
+            written += 1
+        time.sleep(max(0.0, started + written / rate - time.monotonic()))
+    achieved = written / (time.monotonic() - started)
+    ids = [d["_id"] for d in db.jobs.find({"title": {"$regex": f" {tag}-"}}, {"_id": 1, "createdAt": 1})]
+    _wait(f"queue items of the {rate}/s run", lambda: db.jobqueues.count_documents({"jobId": {"$in": ids}}) >= len(ids),
+          120)
+    written_at = {d["_id"]: d["createdAt"] for d in db.jobs.find({"_id": {"$in": ids}}, {"createdAt": 1})}
+    lags = sorted((item["createdAt"] - written_at[item["jobId"]]).total_seconds() * 1000
+                  for item in db.jobqueues.find({"jobId": {"$in": ids}}, {"jobId": 1, "createdAt": 1}))
+    return {"rate": rate, "achieved": achieved, "jobs": len(ids), "p50": lags[len(lags) // 2],
+            "p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))], "max": lags[-1]}
+
+
+def drain_run(uri: str, db, provider, folder: Path, capture: str, jobs: int) -> dict:
+    """A backlog of ``jobs`` queued at once, drained by one worker process; jobs per minute."""
+    from bson import ObjectId
+    db.jobs.delete_many({})
+    db.jobqueues.delete_many({})
+    now = datetime.now(timezone.utc)
+    ids = db.jobs.insert_many([_posting(f"d{capture}", i) for i in range(jobs)]).inserted_ids
+    db.jobqueues.insert_many([{"_id": ObjectId(), "jobId": i, "taskType": "generate_embedding", "status": "pending",
+                               "priority": 5, "attempts": 0, "nextAttemptAt": now, "createdAt": now, "updatedAt": now,
+                               "metadata": {"source": "benchmark"}, "errorHistory": []} for i in ids])
+    worker = _worker(uri, provider, folder, capture)
+    try:
+        _wait("the worker to start claiming", lambda: db.jobqueues.count_documents({"status": {"$ne": "pending"}}), 120)
+        started = time.monotonic()
+        _wait("the drain", lambda: db.jobqueues.count_documents({"status": {"$in": ["pending", "processing"]}}) == 0,
+              900)
+        seconds = time.monotonic() - started
+    finally:
+        _stop(worker)
+    return {"capture": capture, "jobs": jobs, "seconds": seconds, "per_min": jobs / seconds * 60}
+
+
+def run(seconds: float = 60, rates=(50, 200), drain_jobs: int = 3000, latency: float = 0.05) -> dict:
+    from jobflow.db import EmbeddedServer
+    from tests.support.openai_server import EmbeddingsServer
+    folder = Path(tempfile.mkdtemp(prefix="jobflow-capture-"))
+    server = EmbeddedServer(folder / "secantus")
+    out = {"lags": [], "drains": []}
+    try:
+        base = server.ensure().rsplit("/", 1)[0]
+        uri = f"{base}/capture_bench"
+        db = MongoClient(base, tz_aware=True).capture_bench
+        with EmbeddingsServer(latency=latency) as provider:
+            worker = _worker(uri, provider, folder, "auto")
+            try:
+                _wait("change capture to start", lambda: (db.jobflowcapture.find_one({"_id": "jobs"}) or {})
+                      .get("token"), 120)
+                for rate in rates:
+                    _log(f"writing {rate} jobs a second for {seconds:.0f} s ...")
+                    out["lags"].append(lag_run(db, rate, seconds))
+            finally:
+                _stop(worker)
+            for capture in ("off", "auto"):
+                _log(f"draining {drain_jobs} jobs with CHANGE_CAPTURE={capture} ...")
+                out["drains"].append(drain_run(uri, db, provider, folder, capture, drain_jobs))
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = ["| writes a second (achieved) | jobs | lag p50 | lag p99 | lag max |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['rate']} ({r['achieved']:.0f}) | {r['jobs']:,} | {r['p50']:.0f} ms | {r['p99']:.0f} ms | "
+              f"{r['max']:.0f} ms |" for r in result["lags"]]
+    lines += ["", "| drain, CHANGE_CAPTURE | jobs | seconds | jobs/min |", "|---|---:|---:|---:|"]
+    lines += [f"| {d['capture']} | {d['jobs']:,} | {d['seconds']:.1f} | {d['per_min']:,.0f} |" for d in result["drains"]]
+    if len(result["drains"]) == 2:
+        off, on = result["drains"]
+        lines.append(f"\ncapture costs the drain {(1 - on['per_min'] / off['per_min']) * 100:.1f}% (goal: at most 10%)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.capture_bench", description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=60, help="how long each write rate is sustained")
+    p.add_argument("--rates", default="50,200", help="writes a second, comma-separated")
+    p.add_argument("--drain-jobs", type=int, default=3000)
+    p.add_argument("--latency", type=float, default=0.05, help="seconds the loopback provider takes per call")
+    args = p.parse_args(argv)
+    result = run(args.seconds, tuple(int(r) for r in args.rates.split(",")), args.drain_jobs, args.latency)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""The follower: one worker process at a time turns other applications' writes into queue work.
+
+Every worker runs ``Capture.run`` each second (the scheduler's ``capture-changes``); the one holding the
+``change-capture`` lease follows the jobs collection for a few seconds per run. On a database with change
+streams (a replica set, SecantusDB) it reads the stream from the resume token stored after each handled batch,
+so a restart of the worker, the host or the database continues where it stopped; when that history is gone it
+sweeps every job, then follows a fresh stream. Without change streams (a standalone mongod) it polls
+``updatedAt`` and sweeps every CHANGE_CAPTURE_SWEEP_INTERVAL.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from pymongo.errors import OperationFailure, PyMongoError
+
+from jobflow.capture.act import Change, apply
+from jobflow.capture.decide import DECISION_FIELDS, TEXT_FIELDS, WATCHED_FIELDS
+from jobflow.capture.sweep import sweep
+from jobflow.models import CaptureState, Job, Lease
+from jobflow.timeutil import utcnow
+
+log = logging.getLogger("jobflow.capture")
+
+LEASE = "change-capture"
+RUN_SECONDS = 5.0            # at most this long per run (the lease outlives it three times)
+BATCH = 500                  # events handled (and a resume token stored) at a time at most
+POLL_MARGIN = timedelta(seconds=5)   # polling re-reads a little of the past: writers' clocks differ
+LAGS_KEPT = 2000             # recent lags kept in the capture state for the per-minute sample
+LAGS_PER_BATCH = 100
+NO_CHANGE_STREAMS = {40573}                  # "The $changeStream stage is only supported on replica sets"
+HISTORY_LOST = {286, 280, 260, 9}            # history lost, fatal, invalid or unreadable resume token
+# Only the events that can call for something: inserts, replacements, deletions, and updates that write the text,
+# the status or the language. The product's own writes (embedding, lists) never come back as events.
+PIPELINE = [{"$match": {"$or": [
+    {"operationType": {"$in": ["insert", "replace", "delete", "invalidate", "drop", "rename"]}},
+    *({f"updateDescription.updatedFields.{name}": {"$exists": True}} for name in WATCHED_FIELDS),
+    {"updateDescription.removedFields": {"$in": list(WATCHED_FIELDS)}},
+]}}]
+
+
+class NoChangeStreams(Exception):
+    """The database offers no change streams."""
+
+
+def change_of(event: dict) -> Change | None:
+    """The ``Change`` an event stands for (None for the stream's own events)."""
+    kind = event.get("operationType")
+    key = (event.get("documentKey") or {}).get("_id")
+    when = event.get("wallTime")
+    if kind == "delete":
+        return Change(key, deleted=True, written_at=when)
+    if kind == "insert":
+        return Change(key, written_at=when)
+    if kind == "replace":
+        return Change(key, text_touched=True, status_touched=True, written_at=when)
+    if kind == "update":
+        update = event.get("updateDescription") or {}
+        names = {name.split(".")[0] for name in [*(update.get("updatedFields") or {}), *(update.get("removedFields") or [])]}
+        return Change(key, text_touched=bool(names & set(TEXT_FIELDS)), status_touched=bool(names & {"status", "language"}),
+                      written_at=when)
+    return None
+
+
+class Capture:
+    """The change capture of one worker process."""
+
+    def __init__(self, settings: dict, worker_id: str, stopping: threading.Event | None = None):
+        self.setting = settings["CHANGE_CAPTURE"]
+        self.lease_ttl = timedelta(milliseconds=settings["CHANGE_CAPTURE_LEASE"])
+        self.sweep_every = timedelta(milliseconds=settings["CHANGE_CAPTURE_SWEEP_INTERVAL"])
+        self.worker_id = worker_id
+        self.stopping = stopping or threading.Event()
+        self.stream = None
+        self.holding = False
+        self.mode: str | None = None
+        self.reason = ""
+        self._saved_token = None
+        self._token_saved_at = 0.0
+        self._trouble: str | None = None
+        self._running = threading.Lock()   # held by a run: stop waits for it to end
+
+    # ----- one run --------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Follow the jobs for a few seconds if this process holds the lease (else make sure it does not)."""
+        if self.stopping.is_set() or not self._running.acquire(blocking=False):
+            return
+        try:
+            self._run()
+        finally:
+            self._running.release()
+
+    def _run(self) -> None:
+        if self.setting == "off":
+            if self.mode != "off":
+                self.mode, self.reason = "off", "CHANGE_CAPTURE=off: only writes through /api/jobs are noticed"
+                self._state({"mode": "off", "reason": self.reason, "owner": None})
+            return
+        if not Lease.acquire(LEASE, self.worker_id, self.lease_ttl):
+            if self.holding:
+                log.info("change capture passed to another worker")
+            self._close()
+            self.holding = False
+            return
+        if not self.holding:
+            self.holding = True
+            log.info("change capture: this worker follows the jobs collection (CHANGE_CAPTURE=%s)", self.setting)
+        deadline = time.monotonic() + min(RUN_SECONDS, self.lease_ttl.total_seconds() / 3)
+        try:
+            if self._resolve_mode() == "stream":
+                self._follow_stream(deadline)
+            else:
+                self._poll()
+            if self._trouble:
+                log.info("change capture is back (%s)", self.mode)
+                self._trouble = None
+        except PyMongoError as exc:
+            self._close()
+            reason = str(exc).split(", full error")[0] if isinstance(exc, OperationFailure) else type(exc).__name__
+            if self._trouble != reason:
+                self._trouble = reason
+                log.warning("change capture paused: %s; it resumes from the stored position", reason)
+            try:
+                CaptureState._get_collection().update_one(
+                    {"_id": "jobs"}, {"$set": {"trouble": reason, "troubleAt": utcnow(), "owner": self.worker_id}},
+                    upsert=True)
+            except PyMongoError:
+                pass
+
+    def stop(self, timeout: float = RUN_SECONDS + 2) -> None:
+        """Close the stream and hand the lease on (SIGTERM; ``stopping`` is set, so a run under way ends soon)."""
+        got = self._running.acquire(timeout=timeout)
+        self._close()
+        if got:
+            self._running.release()
+        if self.holding:
+            try:
+                Lease.release(LEASE, self.worker_id)
+            except PyMongoError:
+                pass
+            self.holding = False
+
+    # ----- mode -----------------------------------------------------------------------------------------------
+    def _resolve_mode(self) -> str:
+        if self.mode in ("stream", "poll"):
+            return self.mode
+        if self.setting == "poll":
+            return self._set_mode("poll", "CHANGE_CAPTURE=poll: polling updatedAt, and a sweep every "
+                                          f"{int(self.sweep_every.total_seconds())} s")
+        try:
+            self._open_stream()
+        except NoChangeStreams:
+            if self.setting == "stream":
+                raise OperationFailure("CHANGE_CAPTURE=stream, but the database offers no change streams") from None
+            return self._set_mode("poll", "the database offers no change streams (a standalone server): polling "
+                                          f"updatedAt, and a sweep every {int(self.sweep_every.total_seconds())} s")
+        return self._set_mode("stream", "following the jobs collection's change stream")
+
+    def _set_mode(self, mode: str, reason: str) -> str:
+        self.mode, self.reason = mode, reason
+        log.info("change capture mode: %s (%s)", mode, reason)
+        self._state({"mode": mode, "reason": reason})
+        return mode
+
+    # ----- stream ---------------------------------------------------------------------------------------------
+    def _open_stream(self) -> None:
+        if self.stream is not None:
+            return
+        coll = Job._get_collection()
+        token = (CaptureState._get_collection().find_one({"_id": "jobs"}, {"token": 1}) or {}).get("token") or None
+        try:
+            self.stream = coll.watch(PIPELINE, resume_after=token, max_await_time_ms=500, batch_size=BATCH)
+        except OperationFailure as exc:
+            if exc.code in NO_CHANGE_STREAMS:
+                raise NoChangeStreams() from None
+            if token is None or exc.code not in HISTORY_LOST:
+                raise
+            self._after_history_lost(exc)
+            return
+        if token is None:
+            log.info("change capture: following new writes from now on (jobs written before: migrate-embeddings)")
+            self._save_token(force=True)
+
+    def _after_history_lost(self, exc: OperationFailure) -> None:
+        """The stored position fell out of the database's history: a fresh stream, every job compared, and only
+        then the fresh position stored (a worker dying mid-sweep leaves the next one to sweep again)."""
+        log.warning("change capture: the change history since the stored position is gone (code %s): comparing "
+                    "every job, then following a fresh stream", exc.code)
+        self.stream = Job._get_collection().watch(PIPELINE, max_await_time_ms=500, batch_size=BATCH)
+        counts = sweep("change history lost", keep_going=self._keep_lease)
+        if counts["state"] != "done":
+            self._close()
+            return
+        self._save_token(force=True)
+
+    def _keep_lease(self) -> bool:
+        return not self.stopping.is_set() and Lease.acquire(LEASE, self.worker_id, self.lease_ttl)
+
+    def _follow_stream(self, deadline: float) -> None:
+        self._open_stream()
+        while self.stream is not None and time.monotonic() < deadline and not self.stopping.is_set():
+            events = []
+            try:
+                while len(events) < BATCH:
+                    event = self.stream.try_next()
+                    if event is None:
+                        break
+                    events.append(event)
+            except OperationFailure as exc:
+                if exc.code not in HISTORY_LOST:
+                    raise
+                self._close()
+                self._open_stream()
+                continue
+            if any(e.get("operationType") in ("invalidate", "drop", "rename") for e in events):
+                log.warning("change capture: the jobs collection was dropped or renamed; following it afresh")
+                self._handle([change_of(e) for e in events])
+                self._close()
+                CaptureState._get_collection().update_one({"_id": "jobs"}, {"$unset": {"token": ""}})
+                return
+            if events:
+                self._handle([change_of(e) for e in events])
+            else:
+                self._save_token()
+                time.sleep(0.05)
+        self._state({})
+
+    def _save_token(self, force: bool = False) -> None:
+        token = self.stream.resume_token if self.stream is not None else None
+        if token is None or (not force and (token == self._saved_token or time.monotonic() - self._token_saved_at < 5)):
+            return
+        self._state({"token": token})
+        self._saved_token, self._token_saved_at = token, time.monotonic()
+
+    def _close(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.close()
+            except PyMongoError:
+                pass
+            self.stream = None
+
+    # ----- poll -----------------------------------------------------------------------------------------------
+    def _poll(self) -> None:
+        state = CaptureState._get_collection().find_one({"_id": "jobs"}) or {}
+        mark = state.get("pollMark")
+        if mark is None:
+            mark = utcnow()
+            log.info("change capture: polling updatedAt from now on (jobs written before: migrate-embeddings)")
+            self._state({"pollMark": mark})
+        docs = list(Job._get_collection().find({"updatedAt": {"$gte": mark - POLL_MARGIN}},
+                                               {**DECISION_FIELDS, "updatedAt": 1}).sort("updatedAt", 1).limit(BATCH))
+        if docs:
+            changes = [Change(d["_id"], written_at=d["updatedAt"] if d["updatedAt"] > mark else None) for d in docs]
+            self._handle(changes, docs={d["_id"]: d for d in docs}, mark=max(d["updatedAt"] for d in docs))
+        finished = (state.get("sweep") or {}).get("finishedAt")
+        if finished is None or utcnow() - finished > self.sweep_every:
+            sweep("poll mode: every CHANGE_CAPTURE_SWEEP_INTERVAL", keep_going=self._keep_lease)
+        self._state({})
+
+    # ----- recording ------------------------------------------------------------------------------------------
+    def _handle(self, changes: list, docs: dict | None = None, mark=None) -> None:
+        changes = [c for c in changes if c is not None and c.job_id is not None]
+        outcome = apply(changes, docs=docs)
+        lags = sorted(outcome.lags_ms)
+        now = utcnow()
+        if len(lags) > LAGS_PER_BATCH:
+            step = len(lags) / LAGS_PER_BATCH
+            lags = [lags[int(i * step)] for i in range(LAGS_PER_BATCH - 1)] + [lags[-1]]
+        update: dict = {"$set": {"heartbeatAt": now, "owner": self.worker_id, "mode": self.mode, "reason": self.reason},
+                        "$inc": {"events": len(changes), "enqueued": outcome.enqueued, "removed": outcome.left}}
+        if lags:
+            update["$set"]["lastLagMs"] = lags[len(lags) // 2]
+            update["$push"] = {"lags": {"$each": [{"at": now, "ms": ms} for ms in lags], "$slice": -LAGS_KEPT}}
+        written = [c.written_at for c in changes if c.written_at]
+        if written:
+            update["$set"]["lastEventAt"] = max(written)
+        if mark is not None:
+            update["$set"]["pollMark"] = mark
+        if self.stream is not None and self.stream.resume_token is not None:
+            update["$set"]["token"] = self.stream.resume_token
+            self._saved_token, self._token_saved_at = self.stream.resume_token, time.monotonic()
+        CaptureState._get_collection().update_one({"_id": "jobs"}, update, upsert=True)
+        if outcome.enqueued or outcome.left or outcome.misfits:
+            log.info("change capture: %d changes, %d queued, %d taken out, %d cannot be used (lag p50 %s ms)",
+                     len(changes), outcome.enqueued, outcome.left, outcome.misfits,
+                     lags[len(lags) // 2] if lags else "-")
+
+    def _state(self, fields: dict) -> None:
+        CaptureState._get_collection().update_one(
+            {"_id": "jobs"}, {"$set": {"heartbeatAt": utcnow(), "owner": self.worker_id if self.holding else None,
+                                       "mode": self.mode, "reason": self.reason, **fields}}, upsert=True)

@@ -1,0 +1,192 @@
+"""Change capture against a real SecantusDB: writes made straight into the database, as another application
+makes them, reach the queue, the lists and the misfit list; the position survives a restart; lost history is
+swept; a server without change streams is polled."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from bson import ObjectId
+
+from jobflow.capture.decide import decide, misfit_reason
+from jobflow.capture.follow import LEASE, Capture
+from jobflow.embeddings.text import job_text, text_hash
+from jobflow.models import CaptureState, Job, JobChange, JobDeletion, JobMisfit, Lease, QueueItem
+from jobflow.timeutil import utcnow
+from tests.support.database import DatabaseServer
+from tests.support.waiting import wait_until
+
+SETTINGS = {"CHANGE_CAPTURE": "auto", "CHANGE_CAPTURE_LEASE": 15000, "CHANGE_CAPTURE_SWEEP_INTERVAL": 3_600_000}
+
+
+def board_job(title="Nurse", **fields) -> dict:
+    return {"title": title, "description": f"{title} wanted for the night shift.", "company": "Spitali",
+            "status": "active", "createdAt": utcnow(), "updatedAt": utcnow(), **fields}
+
+
+def embedded(title="Nurse", **fields) -> dict:
+    """A posting as the worker leaves it: embedded from its current text, with a list."""
+    doc = board_job(title, **fields)
+    doc["embedding"] = {"status": "completed", "textHash": text_hash(job_text(doc)), "model": "m"}
+    doc["similarJobs"] = [{"jobId": ObjectId(), "score": 0.9}]
+    return doc
+
+
+def items(job_id, status="pending") -> list[dict]:
+    return list(QueueItem._get_collection().find({"jobId": job_id, "status": status}))
+
+
+def follow_until(capture: Capture, what: str, check, timeout: float = 30):
+    """Run the capture (as the scheduler does each second) until ``check`` holds."""
+    def step():
+        capture.run()
+        return check()
+    return wait_until(what, step, timeout, every=0.05)
+
+
+@pytest.fixture
+def capture(app):
+    c = Capture(SETTINGS, "worker-a")
+    c.run()                 # the first run opens the stream and stores where it starts
+    yield c
+    c.stopping.set()
+    c.stop()
+
+
+# ----- what a document calls for ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, reason", [
+    ({"title": 42}, "title is a int, not text"),
+    ({"title": ""}, "title is missing"),
+    ({"title": None}, "title is missing"),
+    ({"createdAt": "not a date"}, "createdAt is not a date"),
+    ({"embedding": "garbage"}, "embedding is not a document"),
+    ({"similarJobs": {"a": 1}}, "similarJobs is not a list"),
+    ({"_id": "job-17"}, "_id is a str, not an ObjectId"),
+])
+def test_a_document_that_does_not_fit_is_named_with_its_reason(change, reason):
+    doc = {"_id": ObjectId(), **board_job(), **change}
+    assert misfit_reason(doc) == reason
+    assert decide(doc, open_item=False, text_touched=True).action == "misfit"
+
+
+def test_only_the_text_and_the_status_call_for_work():
+    doc = {"_id": ObjectId(), **embedded()}
+    assert decide(dict(doc, salaryRange="2,000 EUR"), False, False).action == "none"
+    assert decide(dict(doc, title="Head Nurse"), False, True).action == "embed"
+    assert decide(dict(doc, status="closed"), False, False).action == "leave"
+    assert decide(None, False, False).reason == "deleted"
+    fresh = {"_id": ObjectId(), **board_job()}
+    assert decide(fresh, open_item=False, text_touched=False).action == "embed"
+    assert decide(fresh, open_item=True, text_touched=False).action == "none"      # the API queued it already
+    assert decide(dict(doc, title="Head Nurse"), open_item=True, text_touched=True).action == "embed"
+
+
+# ----- the follower on a real change stream ------------------------------------------------------------------------
+
+def test_writes_by_another_application_reach_the_queue_and_leave_the_lists(app, capture, caplog):
+    caplog.set_level(logging.INFO, "jobflow.capture")
+    jobs = Job._get_collection()
+    kept, retitled, closed, deleted = (jobs.insert_one(embedded(t)).inserted_id
+                                       for t in ("Chef", "Driver", "Teacher", "Cashier"))
+    follow_until(capture, "the product's setup writes to be read", lambda: True)
+    QueueItem._get_collection().delete_many({})          # the inserts above were read as new jobs: start clean
+
+    new = jobs.insert_many([board_job(f"Welder {i}") for i in range(3)]).inserted_ids
+    jobs.update_one({"_id": kept}, {"$set": {"salaryRange": "900 EUR", "updatedAt": utcnow()}})
+    jobs.update_one({"_id": retitled}, {"$set": {"title": "Bus Driver"}})
+    jobs.update_one({"_id": closed}, {"$set": {"status": "closed"}})
+    jobs.delete_one({"_id": deleted})
+    misfit = jobs.insert_one(board_job("Broken", createdAt="not a date")).inserted_id
+    # The product's own writes come back as nothing.
+    jobs.update_one({"_id": kept}, {"$set": {"embedding.status": "completed", "similarJobs": []}})
+
+    follow_until(capture, "every change handled",
+                 lambda: all(items(i) for i in new) and items(retitled) and JobMisfit.objects(id=misfit).first()
+                 and JobDeletion.objects(id=deleted).first() and JobChange.objects(id=closed).first())
+    assert items(new[0])[0]["metadata"]["source"] == "capture"
+    assert items(kept) == [], "a salary change must queue nothing"
+    assert items(closed) == [] and items(misfit) == []
+    doc = jobs.find_one({"_id": retitled})
+    assert doc["similarJobs"] == [] and doc["embedding"]["status"] == "pending", "the old list stops being served"
+    assert JobMisfit.objects.get(id=misfit).reason == "createdAt is not a date"
+    assert f"job {misfit} cannot be used and is not embedded: createdAt is not a date" in caplog.text
+    state = CaptureState._get_collection().find_one({"_id": "jobs"})
+    assert state["mode"] == "stream" and state["owner"] == "worker-a" and state["token"]
+    assert state["lags"] and all(0 <= lag["ms"] < 30_000 for lag in state["lags"])
+    # Fixed by its writer: off the misfit list, and queued.
+    jobs.update_one({"_id": misfit}, {"$set": {"createdAt": utcnow(), "title": "Fixed"}})
+    follow_until(capture, "the fixed document queued", lambda: items(misfit) and not JobMisfit.objects(id=misfit).first())
+
+
+def test_a_new_capturer_continues_from_the_stored_position(app, capture):
+    jobs = Job._get_collection()
+    follow_until(capture, "the start stored", lambda: CaptureState.objects(id="jobs").first().token)
+    capture.stopping.set()
+    capture.stop()
+    assert Lease.objects(name=LEASE).first() is None, "a stopping capturer hands the lease on"
+    written_while_down = jobs.insert_many([board_job(f"Baker {i}") for i in range(40)]).inserted_ids
+    successor = Capture(SETTINGS, "worker-b")
+    try:
+        follow_until(successor, "the writes made while no one captured",
+                     lambda: all(items(i) for i in written_while_down))
+        assert QueueItem.objects.count() == 40
+        assert CaptureState.objects(id="jobs").first().owner == "worker-b"
+    finally:
+        successor.stop()
+
+
+def test_one_capturer_at_a_time_and_the_lease_passes_when_it_goes_silent(app, capture):
+    other = Capture(dict(SETTINGS, CHANGE_CAPTURE_LEASE=3000), "worker-b")
+    other.run()
+    assert capture.holding and not other.holding
+    # worker-a dies without a word: its lease runs out, then worker-b follows.
+    Lease._get_collection().update_one({"_id": LEASE}, {"$set": {"expiresAt": utcnow() - timedelta(seconds=1)}})
+    job = Job._get_collection().insert_one(board_job("Plumber")).inserted_id
+    follow_until(other, "worker-b to take over and queue the job", lambda: other.holding and items(job))
+    other.stop()
+
+
+def test_lost_history_is_swept_then_a_fresh_stream_followed(make_app, tmp_path, caplog):
+    caplog.set_level(logging.INFO, "jobflow.capture")
+    server = DatabaseServer(tmp_path / "db")
+    server.start()
+    try:
+        app = make_app(MONGODB_URI=server.uri("capture_lost"))
+        with app.app_context():
+            capture = Capture(SETTINGS, "worker-a")
+            follow_until(capture, "the start stored", lambda: CaptureState.objects(id="jobs").first().token)
+            capture.stop()
+            server.stop()
+            server.args = ["--oplog-max-entries", "10"]    # the database keeps almost no history now
+            server.start()
+            ids = Job._get_collection().insert_many([board_job(f"Porter {i}") for i in range(1200)]).inserted_ids
+            capture = Capture(SETTINGS, "worker-a")
+            follow_until(capture, "the sweep to queue every job", lambda: QueueItem.objects.count() == len(ids), 120)
+            sweep = CaptureState.objects(id="jobs").first().sweep
+            assert sweep["state"] == "done" and sweep["scanned"] == 1200 and sweep["enqueued"] == 1200
+            assert "the change history since the stored position is gone" in caplog.text
+            assert "capture sweep done" in caplog.text and "1200 jobs compared, 1200 queued" in caplog.text
+            later = Job._get_collection().insert_one(board_job("Gardener")).inserted_id
+            follow_until(capture, "the fresh stream to follow", lambda: items(later))
+            capture.stop()
+    finally:
+        server.remove()
+
+
+def test_without_change_streams_it_polls_updated_at(make_app, tmp_path):
+    server = DatabaseServer(tmp_path / "db", "--standalone")
+    server.start()
+    try:
+        app = make_app(MONGODB_URI=server.uri("capture_poll"))
+        with app.app_context():
+            capture = Capture(SETTINGS, "worker-a")
+            capture.run()
+            state = CaptureState.objects(id="jobs").first()
+            assert state.mode == "poll" and "no change streams" in state.reason
+            job = Job._get_collection().insert_one(board_job("Tailor")).inserted_id
+            follow_until(capture, "the polled job queued", lambda: items(job))
+            capture.stop()
+    finally:
+        server.remove()
