@@ -168,7 +168,8 @@ def migrate_embeddings_command(dry_run, yes):
     rows = [("jobs in database", found.total), ("active jobs", found.active),
             ("  with a current embedding", found.current), ("  never embedded", found.never_embedded),
             ("  failed before", found.failed), ("  embedded by another model", found.other_model),
-            ("  text changed since", found.text_changed), ("  already in the queue", found.already_queued),
+            ("  text changed since", found.text_changed), ("  cannot be used (see the overview)", found.cannot_be_used),
+            ("  already in the queue", found.already_queued),
             ("to queue now", len(found.to_queue))]
     for label, value in rows:
         click.echo(f"{label + ':':<30}{value:>8}")

@@ -53,6 +53,18 @@ def _release_held() -> None:
             logger.handle(record)
 
 
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """An error in one short line: a bulk write's first error without the documents it carried."""
+    details = getattr(exc, "details", None)
+    errors = details.get("writeErrors") if isinstance(details, dict) else None
+    if errors:
+        text = f"{len(errors)} write error(s), the first: {errors[0].get('errmsg', '')}"
+    else:
+        text = str(exc).split(", full error:")[0] or type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def secret_values(settings: dict) -> list[str]:
     """The values to redact: every setting marked secret, and the password inside MONGODB_URI."""
     values = [str(settings.get(name) or "") for name in sorted(SECRET_NAMES)]

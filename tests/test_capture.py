@@ -99,6 +99,7 @@ def test_writes_by_another_application_reach_the_queue_and_leave_the_lists(app, 
     jobs.update_one({"_id": closed}, {"$set": {"status": "closed"}})
     jobs.delete_one({"_id": deleted})
     misfit = jobs.insert_one(board_job("Broken", createdAt="not a date")).inserted_id
+    garbage = jobs.insert_one(board_job("Garbage", embedding="garbage")).inserted_id
     # The product's own writes come back as nothing.
     jobs.update_one({"_id": kept}, {"$set": {"embedding.status": "completed", "similarJobs": []}})
 
@@ -107,7 +108,8 @@ def test_writes_by_another_application_reach_the_queue_and_leave_the_lists(app, 
                  and JobDeletion.objects(id=deleted).first() and JobChange.objects(id=closed).first())
     assert items(new[0])[0]["metadata"]["source"] == "capture"
     assert items(kept) == [], "a salary change must queue nothing"
-    assert items(closed) == [] and items(misfit) == []
+    assert items(closed) == [] and items(misfit) == [] and items(garbage) == []
+    assert JobMisfit.objects.get(id=garbage).reason == "embedding is not a document"
     doc = jobs.find_one({"_id": retitled})
     assert doc["similarJobs"] == [] and doc["embedding"]["status"] == "pending", "the old list stops being served"
     assert JobMisfit.objects.get(id=misfit).reason == "createdAt is not a date"

@@ -50,3 +50,28 @@ def test_the_api_lists_a_misfit_with_what_it_can_show(client, auth_headers):
     body = client.get(f"/api/jobs/{bad}", headers=auth_headers).get_json()
     assert body["id"] == str(bad) and body["title"] == "Broken" and body["createdAt"] is None
     assert isinstance(ObjectId(body["id"]), ObjectId)
+
+
+def test_a_queued_document_that_does_not_fit_is_skipped_with_its_reason(make_app, server):
+    """Queued by the API or a migration before another application spoiled it: the worker skips it, and the batch
+    around it is embedded as usual."""
+    from jobflow.models import QueueItem
+    from jobflow.worker.loop import Worker
+    from tests.support.seeding import add_jobs
+    app = make_app(EMBEDDING_PROVIDER="openai", OPENAI_API_KEY="sk-test-loopback", OPENAI_BASE_URL=server.base_url,
+                   CHANGE_CAPTURE="off")
+    with app.app_context():
+        fine, spoiled = add_jobs([{"title": "Chef", "description": "Kitchen."}, {"title": "Cook", "description": "Grill."}])
+        Job._get_collection().update_one({"_id": spoiled}, {"$set": {"embedding": "garbage"}})
+        worker = Worker.from_app(app)
+        worker.start(scheduler=False)
+        try:
+            worker.process_queue()
+            worker.flush_lists()
+        finally:
+            worker.stop(timeout=5)
+        items = {d["jobId"]: d for d in QueueItem._get_collection().find({})}
+        assert items[fine]["status"] == "completed"
+        assert items[spoiled]["status"] == "skipped"
+        assert items[spoiled]["lastError"] == "job cannot be used: embedding is not a document"
+        assert Job._get_collection().find_one({"_id": spoiled})["embedding"] == "garbage"

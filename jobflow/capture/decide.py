@@ -14,9 +14,9 @@ WATCHED_FIELDS = TEXT_FIELDS + ("status", "language")
 OWN_FIELDS = ("embedding", "similarJobs", "similarityMetadata")
 STRING_FIELDS = WATCHED_FIELDS + ("employmentType", "salaryRange", "externalId")
 DATE_FIELDS = ("createdAt", "updatedAt")
-# What is read of a job to decide.
-DECISION_FIELDS = {**{name: 1 for name in STRING_FIELDS + DATE_FIELDS}, "embedding.status": 1,
-                   "embedding.textHash": 1, "embedding.model": 1, "similarJobs": {"$slice": 1}}
+# What is read of a job to decide: all but the vector and the lists (a projection of ``embedding.status`` would hide
+# an ``embedding`` that is not a document at all).
+DECISION_FIELDS = {"embedding.vector": 0, "similarJobs": {"$slice": 1}, "similarityMetadata": 0}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ log = logging.getLogger("jobflow.capture")
 
 LEASE = "change-capture"
 RUN_SECONDS = 5.0            # at most this long per run (the lease outlives it three times)
-BATCH = 500                  # events handled (and a resume token stored) at a time at most
+BATCH = 200                  # events handled (and a resume token stored) at a time at most
+BATCH_SECONDS = 0.3          # ... and events are handled at most this long after the first of a batch arrived
+IDLE_SECONDS = 0.5           # with nothing new, the stream is asked again this much later
 POLL_MARGIN = timedelta(seconds=5)   # polling re-reads a little of the past: writers' clocks differ
 LAGS_KEPT = 2000             # recent lags kept in the capture state for the per-minute sample
 LAGS_PER_BATCH = 100
@@ -202,12 +204,14 @@ class Capture:
         self._open_stream()
         while self.stream is not None and time.monotonic() < deadline and not self.stopping.is_set():
             events = []
+            first = None
             try:
-                while len(events) < BATCH:
+                while len(events) < BATCH and (first is None or time.monotonic() - first < BATCH_SECONDS):
                     event = self.stream.try_next()
                     if event is None:
                         break
                     events.append(event)
+                    first = first or time.monotonic()
             except OperationFailure as exc:
                 if exc.code not in HISTORY_LOST:
                     raise
@@ -222,9 +226,14 @@ class Capture:
                 return
             if events:
                 self._handle([change_of(e) for e in events])
+                if not self._keep_lease():     # a slow batch outlived the lease: another worker follows now
+                    self._close()
+                    return
             else:
+                # Every ask makes the database read the jobs' new history (the product's own writes included):
+                # a quiet stream is asked twice a second.
                 self._save_token()
-                time.sleep(0.05)
+                self.stopping.wait(IDLE_SECONDS)
         self._state({})
 
     def _save_token(self, force: bool = False) -> None:
@@ -251,7 +260,7 @@ class Capture:
             log.info("change capture: polling updatedAt from now on (jobs written before: migrate-embeddings)")
             self._state({"pollMark": mark})
         docs = list(Job._get_collection().find({"updatedAt": {"$gte": mark - POLL_MARGIN}},
-                                               {**DECISION_FIELDS, "updatedAt": 1}).sort("updatedAt", 1).limit(BATCH))
+                                               DECISION_FIELDS).sort("updatedAt", 1).limit(BATCH))
         if docs:
             changes = [Change(d["_id"], written_at=d["updatedAt"] if d["updatedAt"] > mark else None) for d in docs]
             self._handle(changes, docs={d["_id"]: d for d in docs}, mark=max(d["updatedAt"] for d in docs))

@@ -10,9 +10,6 @@ _SPACES = re.compile(r"[ \t\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 TEXT_FIELDS = ("title", "company", "category", "location", "description")
-# What is read of a job to decide whether it needs embedding: its text, its status, its embedding's state.
-EMBEDDING_STATE_FIELDS = {**{name: 1 for name in TEXT_FIELDS}, "status": 1, "language": 1, "embedding.status": 1,
-                          "embedding.model": 1, "embedding.textHash": 1}
 
 
 def strip_markup(text: str) -> str:

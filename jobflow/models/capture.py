@@ -2,6 +2,8 @@
 the documents it could not use (``jobmisfits``)."""
 from mongoengine import DateTimeField, DictField, Document, IntField, ListField, ObjectIdField, StringField
 
+from jobflow.models.job import JobNote
+
 
 class CaptureState(Document):
     """One document (``_id`` "jobs"): where the change stream stands and how the capture goes.
@@ -27,17 +29,10 @@ class CaptureState(Document):
     sweep = DictField()                # the last sweep: state, why, scanned, total, enqueued, removed, times
 
 
-class JobChange(Document):
+class JobChange(JobNote):
     """A job another application closed, reopened or changed, noticed by capture; kept a day for every worker's
     index sync (a job deleted is a ``JobDeletion``)."""
-    meta = {"collection": "jobchanges", "indexes": [
-        {"fields": ["at"], "name": "newest"},
-        {"fields": ["expiresAt"], "name": "expire", "expireAfterSeconds": 0},
-    ]}
-
-    id = ObjectIdField(primary_key=True)
-    at = DateTimeField(required=True)
-    expiresAt = DateTimeField(required=True)
+    meta = {"collection": "jobchanges"}
 
 
 class JobMisfit(Document):

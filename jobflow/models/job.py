@@ -138,9 +138,9 @@ def fitted(son: dict) -> dict:
     return son
 
 
-class JobDeletion(Document):
-    """A deleted job, kept a day: each worker's index sync takes it out of its index and of the lists that held it."""
-    meta = {"collection": "jobdeletions", "indexes": [
+class JobNote(Document):
+    """A job id noted for every worker's index sync: when, and until when it is kept (the server deletes it then)."""
+    meta = {"abstract": True, "indexes": [
         {"fields": ["at"], "name": "newest"},
         {"fields": ["expiresAt"], "name": "expire", "expireAfterSeconds": 0},
     ]}
@@ -148,3 +148,8 @@ class JobDeletion(Document):
     id = ObjectIdField(primary_key=True)
     at = DateTimeField(required=True)
     expiresAt = DateTimeField(required=True)
+
+
+class JobDeletion(JobNote):
+    """A deleted job, kept a day: each worker's index sync takes it out of its index and of the lists that held it."""
+    meta = {"collection": "jobdeletions"}

@@ -5,7 +5,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from jobflow.embeddings.text import EMBEDDING_STATE_FIELDS, job_text, text_hash
+from jobflow.capture.decide import DECISION_FIELDS, misfit_reason
+from jobflow.embeddings.text import job_text, text_hash
 from jobflow.jobs import queue
 from jobflow.models import Job, QueueItem
 
@@ -23,13 +24,14 @@ class MigrationPlan:
     text_changed: int = 0
     never_embedded: int = 0
     failed: int = 0
+    cannot_be_used: int = 0   # documents another application wrote in a shape the product cannot use
     already_queued: int = 0
     to_queue: list = field(default_factory=list)
 
     @property
     def needing(self) -> int:
         """Active jobs without a current embedding."""
-        return self.active - self.current
+        return self.active - self.current - self.cannot_be_used
 
 
 def plan(model: str) -> MigrationPlan:
@@ -38,8 +40,11 @@ def plan(model: str) -> MigrationPlan:
     result.total = Job.objects.count()
     pending = {d["jobId"] for d in QueueItem._get_collection().find(
         {"status": {"$in": ["pending", "processing"]}, "taskType": queue.GENERATE_EMBEDDING}, {"jobId": 1})}
-    for doc in Job._get_collection().find({"status": "active"}, EMBEDDING_STATE_FIELDS, batch_size=CHUNK):
+    for doc in Job._get_collection().find({"status": "active"}, DECISION_FIELDS, batch_size=CHUNK):
         result.active += 1
+        if misfit_reason(doc):
+            result.cannot_be_used += 1
+            continue
         emb = doc.get("embedding") or {}
         if emb.get("status") == "completed" and emb.get("model") == model \
                 and emb.get("textHash") == text_hash(job_text(doc)):

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, NamedTuple
 from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
+from jobflow.capture.decide import DECISION_FIELDS, misfit_reason
 from jobflow.db import commands
 from jobflow.embeddings import BadInput, ConfigurationError, InvalidVector, ProviderError, RateLimited, check_vector
 from jobflow.embeddings.language import job_language
-from jobflow.embeddings.text import EMBEDDING_STATE_FIELDS, TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
+from jobflow.embeddings.text import TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
 from jobflow.jobs import queue
 from jobflow.models import Job, WorkerStatus
 from jobflow.models.fields import vector_to_bson
@@ -39,7 +40,7 @@ CONFIG_ERROR_RETRY = timedelta(seconds=60)
 class WorkEntry(NamedTuple):
     """One job of a batch that needs embedding."""
     item: dict          # its queue item, held by this worker
-    job: dict           # the job's text fields and embedding state (EMBEDDING_STATE_FIELDS)
+    job: dict           # the job as stored, but its vector and lists (DECISION_FIELDS)
     texts: list[str]    # the TEXTS_PER_JOB texts to embed, prepared for the provider
     digest: str         # the hash of the job's text, stored with the vector
     language: str       # its ``language`` field, else the language its text reads as
@@ -92,7 +93,7 @@ class BatchProcessor:
         job_ids = [i["jobId"] for i in items]
         # A read of 50 jobs at a time: the embedded database holds its readers back while it gathers one answer.
         jobs = {j["_id"]: j for chunk in commands.chunks(job_ids)
-                for j in Job._get_collection().find({"_id": {"$in": chunk}}, EMBEDDING_STATE_FIELDS)}
+                for j in Job._get_collection().find({"_id": {"$in": chunk}}, DECISION_FIELDS)}
         to_embed: list[WorkEntry] = []
         current: list[dict] = []
         for item in items:
@@ -102,6 +103,10 @@ class BatchProcessor:
                 continue
             if job.get("status") != "active":
                 queue.skip(item["_id"], self.worker_id, f"job is {job.get('status')}", self.policy)
+                continue
+            problem = misfit_reason(job)
+            if problem:     # written by another application in a shape the product cannot use: never embedded
+                queue.skip(item["_id"], self.worker_id, f"job cannot be used: {problem}", self.policy)
                 continue
             text = job_text(job)
             digest = text_hash(text)

@@ -18,6 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from pymongo.errors import PyMongoError
 
 from jobflow.db import keep_embedded_running
+from jobflow.logs import brief
 from jobflow.models import Lease
 from jobflow.timeutil import utcnow
 
@@ -79,7 +80,7 @@ def _guarded(job: PeriodicJob, worker) -> Callable[[], None]:
                     return
             job.run(worker)
         except Exception as exc:
-            log.error("periodic job %s failed: %s", job.id, exc)
+            log.error("periodic job %s failed: %s", job.id, brief(exc))
             if isinstance(exc, PyMongoError) and hasattr(worker, "note_database_error"):
                 worker.note_database_error()
     return run
