@@ -74,6 +74,29 @@ def test_recompute_all_matches_brute_force(app, seed):
     assert_matches(reference(vectors), stored_lists())
 
 
+def test_a_job_taken_out_while_a_full_recompute_runs_comes_back_in_no_list(app):
+    """The index sync (another thread) takes a closed job out between a block's computation and its write: the
+    block is written without it."""
+    vectors = insert_jobs(150, np.random.default_rng(5))
+    lists = computed_lists()
+    blocks = lists.index.all_top_k
+    closed: list = []
+
+    def racing(*args, **kwargs):
+        for block_ids, block_lists in blocks(*args, **kwargs):
+            if not closed:
+                closed.append(block_lists[0][0][0])      # a job this block's first list names
+                Job._get_collection().update_one({"_id": closed[0]}, {"$set": {"status": "closed"}})
+                lists.remove(closed)
+            yield block_ids, block_lists
+    lists.index.all_top_k = racing
+    assert lists.recompute_all() == 149
+    held = [job_id for job_id, ids in stored_lists().items() if closed[0] in ids and job_id != closed[0]]
+    assert held == []
+    expected = reference({k: v for k, v in vectors.items() if k != closed[0]})
+    assert all(stored_lists()[k] == expected[k] for k in expected if len(stored_lists()[k]) == TOP_N)
+
+
 def test_incremental_arrivals_keep_every_list_exact(app):
     """Jobs embedded one batch at a time: each arrival updates the lists it enters (reverse updates)."""
     rng = np.random.default_rng(3)

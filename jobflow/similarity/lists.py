@@ -311,9 +311,13 @@ class SimilarLists:
         total, done = len(self.index), 0
         for block_ids, block_lists in self.index.all_top_k(self.top_n, self.min_score, self.block_size):
             with self.lock:
-                for job_id, entries in zip(block_ids, block_lists):
+                # A block is computed outside the lock: a job the index sync took out meanwhile (closed, deleted)
+                # must not come back in a list written now, nor get one.
+                kept = [(job_id, [e for e in entries if e[0] in self.index])
+                        for job_id, entries in zip(block_ids, block_lists) if job_id in self.index]
+                for job_id, entries in kept:
                     self._set_list(job_id, entries)
-                self.write(block_ids)
+                self.write([job_id for job_id, _ in kept])
             done += len(block_ids)
             progress(done, total)
         stored_correction.lists_computed_with(self.model, self.correction.version)
