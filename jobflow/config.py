@@ -141,6 +141,43 @@ def _share(raw: str) -> float:
     return value
 
 
+# The job fields the product reads from a board's own collection (JOBS_FIELD_MAP names where each one is).
+SOURCE_FIELDS = ("title", "description", "company", "location", "category", "status", "language", "updatedAt",
+                 "createdAt", "employmentType", "salaryRange", "externalId")
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
+
+
+def _collection(raw: str) -> str:
+    value = raw.strip()
+    if value and (value.startswith("system.") or "$" in value or "\0" in value or len(value) > 120):
+        raise ValueError("expected a collection name (no $, not system.*)")
+    return value
+
+
+def _field_map(raw: str) -> dict[str, str]:
+    """``title=headline,company=employer.name``: where each field the product reads is in the board's documents."""
+    mapping = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name, sep, path = (x.strip() for x in part.partition("="))
+        if not sep or not path:
+            raise ValueError(f"{part!r}: expected field=path, such as title=headline")
+        if name not in SOURCE_FIELDS:
+            raise ValueError(f"{name!r} is not a field the product reads (one of {', '.join(SOURCE_FIELDS)})")
+        if not _PATH.fullmatch(path):
+            raise ValueError(f"{path!r}: expected a field name or a dotted path, such as employer.name")
+        mapping[name] = path
+    return mapping
+
+
+def _values(raw: str) -> list[str]:
+    values = [p.strip() for p in raw.split(",") if p.strip()]
+    if not values:
+        raise ValueError("expected at least one value, comma-separated")
+    return values
+
+
 def _base_url(raw: str) -> str:
     value = raw.strip().rstrip("/")
     if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
@@ -187,6 +224,9 @@ SETTINGS: list[Setting] = [
     Setting("CHANGE_CAPTURE", "auto", _choice("auto", "stream", "poll", "off"), "how jobs written by other applications are noticed: auto (the change stream where the database has one, else polling updatedAt), stream, poll, or off (only /api/jobs writes)", group="Change capture"),
     Setting("CHANGE_CAPTURE_LEASE", "15000", _int(3000), "one worker at a time captures changes; one silent this long hands over to another, ms", group="Change capture"),
     Setting("CHANGE_CAPTURE_SWEEP_INTERVAL", "3600000", _int(60000), "in poll mode, every job is compared by text hash and status this often (writers that leave updatedAt alone), ms", group="Change capture"),
+    Setting("JOBS_SOURCE_COLLECTION", "", _collection, "the board's own collection of jobs, when it is not the product's jobs collection in the product's shape: capture follows it and keeps jobs as the product's copy, fields mapped by JOBS_FIELD_MAP (README, Existing boards); empty = the board writes jobs itself", group="Change capture"),
+    Setting("JOBS_FIELD_MAP", "", _field_map, "where the product's fields are in JOBS_SOURCE_COLLECTION's documents, comma-separated field=path (title=headline,company=employer.name,updatedAt=modified); a field not named keeps its own name", group="Change capture"),
+    Setting("JOBS_ACTIVE_STATUSES", "active", _values, "the status values of JOBS_SOURCE_COLLECTION that mean a job is open (comma-separated); a job without a status is open, any other value closes it", group="Change capture"),
     Setting("ALERT_CAPTURE_LAG", "60000", _int(1000), "alert (and health degraded) when change capture is down or further behind than this, ms", group="Change capture"),
     # Similarity
     Setting("SIMILARITY_TOP_N", "10", _int(1, 200), "similar jobs kept per job", group="Similarity"),
@@ -280,6 +320,16 @@ def _derive(values: dict[str, Any]) -> list[str]:
     values["MAIL_DEFAULT_SENDER"] = values["ALERT_EMAIL_FROM"]
     if values["WORKER_DEAD_THRESHOLD"] <= values["WORKER_HEARTBEAT_INTERVAL"]:
         problems.append("WORKER_DEAD_THRESHOLD: must be longer than WORKER_HEARTBEAT_INTERVAL")
+    if values["JOBS_SOURCE_COLLECTION"] == "jobs":
+        problems.append("JOBS_SOURCE_COLLECTION=jobs: that is the product's own collection; leave it empty when the "
+                        "board writes jobs in the product's shape")
+    elif not values["JOBS_SOURCE_COLLECTION"]:
+        if values["JOBS_FIELD_MAP"]:
+            problems.append("JOBS_FIELD_MAP: needs JOBS_SOURCE_COLLECTION (the product's own jobs collection keeps "
+                            "its own field names)")
+        if values["JOBS_ACTIVE_STATUSES"] != ["active"]:
+            problems.append("JOBS_ACTIVE_STATUSES: needs JOBS_SOURCE_COLLECTION (in the jobs collection an open job's "
+                            "status is active)")
     return problems
 
 
@@ -313,6 +363,8 @@ def masked(values: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             shown = "(set)" if value else "(not set)"
         elif isinstance(value, list):
             shown = ",".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            shown = ",".join(f"{k}={v}" for k, v in value.items())
         else:
             shown = "" if value is None else str(value)
         rows.append((setting.group, setting.name, shown, setting.help))

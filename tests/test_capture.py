@@ -192,3 +192,75 @@ def test_without_change_streams_it_polls_updated_at(make_app, tmp_path):
             capture.stop()
     finally:
         server.remove()
+
+
+# ----- a board that keeps its jobs in a collection of its own ------------------------------------------------------
+
+BOARD = dict(SETTINGS, JOBS_SOURCE_COLLECTION="postings", JOBS_ACTIVE_STATUSES=["published", "live"],
+             JOBS_FIELD_MAP={"title": "headline", "description": "body", "company": "employer.name",
+                             "status": "state", "updatedAt": "modified"})
+
+
+def board_posting(headline="Nurse", **fields) -> dict:
+    return {"headline": headline, "body": f"{headline} wanted for the night shift.",
+            "employer": {"name": "Spitali", "size": 40}, "state": "published", "modified": utcnow(), "views": 0,
+            **fields}
+
+
+def test_a_boards_own_collection_is_copied_into_jobs_with_its_field_names(app, caplog):
+    caplog.set_level(logging.INFO, "jobflow.capture")
+    postings = Job._get_db()["postings"]
+    before = postings.insert_many([board_posting(f"Welder {i}") for i in range(30)]).inserted_ids
+    own = Job._get_collection().insert_one(board_job("Made through the API")).inserted_id
+    capture = Capture(BOARD, "worker-a")
+    try:
+        follow_until(capture, "the postings written before the first run copied and queued",
+                     lambda: all(items(i) for i in before))
+        job = Job._get_collection().find_one({"_id": before[3]})
+        assert (job["title"], job["company"], job["status"]) == ("Welder 3", "Spitali", "active")
+        assert job["description"] == "Welder 3 wanted for the night shift." and "headline" not in job
+        assert "copying every job of the board's collection postings" in caplog.text
+
+        new = postings.insert_one(board_posting("Baker")).inserted_id
+        follow_until(capture, "the new posting copied and queued", lambda: items(new))
+        # Embedded from its current text, with a list (as a worker leaves it).
+        Job._get_collection().update_one({"_id": new}, {"$set": {
+            "embedding": {"status": "completed", "textHash": text_hash(job_text(Job._get_collection().find_one(
+                {"_id": new}))), "model": "m"}, "similarJobs": [{"jobId": before[0], "score": 0.9}]}})
+        QueueItem._get_collection().delete_many({"jobId": new})
+
+        postings.update_one({"_id": new}, {"$inc": {"views": 5}, "$set": {"employer.size": 41}})
+        postings.update_one({"_id": before[0]}, {"$set": {"headline": "Pipe Welder"}})
+        postings.update_one({"_id": before[1]}, {"$set": {"state": "archived"}})
+        postings.delete_one({"_id": before[2]})
+        follow_until(capture, "the retitled, closed and deleted postings handled",
+                     lambda: Job._get_collection().find_one({"_id": before[0]})["title"] == "Pipe Welder"
+                     and JobChange.objects(id=before[1]).first() and JobDeletion.objects(id=before[2]).first())
+        assert Job._get_collection().find_one({"_id": before[1]})["status"] == "closed"
+        assert Job._get_collection().find_one({"_id": before[2]}) is None, "a deleted posting's copy is deleted"
+        assert len(items(before[0])) == 1, "its waiting item embeds the new text"
+        assert items(new) == [], "views and the employer's size are not in the text: nothing queued"
+        assert Job._get_collection().find_one({"_id": own}), "a job of the API is never taken for a gone posting"
+        state = CaptureState._get_collection().find_one({"_id": "jobs"})
+        assert state["source"] == "postings" and "employer.name" in state["reason"]
+    finally:
+        capture.stop()
+
+
+def test_a_boards_own_collection_polled_where_there_are_no_change_streams(make_app, tmp_path):
+    server = DatabaseServer(tmp_path / "db", "--standalone")
+    server.start()
+    try:
+        app = make_app(MONGODB_URI=server.uri("capture_board_poll"))
+        with app.app_context():
+            postings = Job._get_db()["postings"]
+            old = postings.insert_one(board_posting("Tailor", modified=utcnow() - timedelta(days=3))).inserted_id
+            capture = Capture(BOARD, "worker-a")
+            follow_until(capture, "the old posting copied by the first sweep", lambda: items(old))
+            new = postings.insert_one(board_posting("Glazier")).inserted_id
+            follow_until(capture, "the polled posting queued", lambda: items(new))
+            assert Job._get_collection().find_one({"_id": new})["title"] == "Glazier"
+            assert "polling modified of the board's collection postings" in CaptureState.objects(id="jobs").first().reason
+            capture.stop()
+    finally:
+        server.remove()

@@ -39,6 +39,10 @@ def test_provider_defaults_to_openai_with_a_key():
     ("EMBEDDING_PROVIDER", "cohere", "one of"),
     ("SIMILARITY_MIN_SCORE", "2", "cosine score"),
     ("MONGODB_URI", "postgres://x", "mongodb://"),
+    ("JOBS_FIELD_MAP", "salary=pay", "'salary' is not a field the product reads"),
+    ("JOBS_FIELD_MAP", "title", "expected field=path"),
+    ("JOBS_FIELD_MAP", "title=$where", "a field name or a dotted path"),
+    ("JOBS_SOURCE_COLLECTION", "system.users", "collection name"),
 ])
 def test_bad_value_names_variable(name, value, expected):
     with pytest.raises(ConfigError) as info:
@@ -53,6 +57,17 @@ def test_secret_value_is_not_echoed():
     with pytest.raises(ConfigError) as info:
         load_settings({"MONGODB_URI": "redis://user:hunter2@db"})
     assert "hunter2" not in str(info.value)
+
+
+def test_a_boards_own_collection_and_its_field_names():
+    s = load_settings({"JOBS_SOURCE_COLLECTION": "postings", "JOBS_FIELD_MAP": "title=headline, company=employer.name",
+                       "JOBS_ACTIVE_STATUSES": "published, live"})
+    assert s["JOBS_FIELD_MAP"] == {"title": "headline", "company": "employer.name"}
+    assert s["JOBS_ACTIVE_STATUSES"] == ["published", "live"]
+    with pytest.raises(ConfigError, match="JOBS_FIELD_MAP: needs JOBS_SOURCE_COLLECTION"):
+        load_settings({"JOBS_FIELD_MAP": "title=headline"})
+    with pytest.raises(ConfigError, match="JOBS_SOURCE_COLLECTION=jobs: that is the product's own collection"):
+        load_settings({"JOBS_SOURCE_COLLECTION": "jobs"})
 
 
 def test_openai_provider_needs_key():

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pymongo.errors import OperationFailure, PyMongoError
 
 from jobflow.capture.act import Change, apply
-from jobflow.capture.decide import DECISION_FIELDS, TEXT_FIELDS, WATCHED_FIELDS
+from jobflow.capture.decide import DECISION_FIELDS
+from jobflow.capture.source import Source
 from jobflow.capture.sweep import sweep
 from jobflow.models import CaptureState, Job, Lease
 from jobflow.timeutil import utcnow
@@ -34,20 +35,29 @@ LAGS_KEPT = 2000             # recent lags kept in the capture state for the per
 LAGS_PER_BATCH = 100
 NO_CHANGE_STREAMS = {40573}                  # "The $changeStream stage is only supported on replica sets"
 HISTORY_LOST = {286, 280, 260, 9}            # history lost, fatal, invalid or unreadable resume token
-# Only the events that can call for something: inserts, replacements, deletions, and updates that write the text,
-# the status or the language. The product's own writes (embedding, lists) never come back as events.
-PIPELINE = [{"$match": {"$or": [
-    {"operationType": {"$in": ["insert", "replace", "delete", "invalidate", "drop", "rename"]}},
-    *({f"updateDescription.updatedFields.{name}": {"$exists": True}} for name in WATCHED_FIELDS),
-    {"updateDescription.removedFields": {"$in": list(WATCHED_FIELDS)}},
-]}}]
+
+
+def pipeline(names: list[str]) -> list[dict]:
+    """Only the events that can call for something: inserts, replacements, deletions, and updates that write one of
+    ``names`` (the text, the status, the language). The product's own writes (embedding, lists) never come back."""
+    return [{"$match": {"$or": [
+        {"operationType": {"$in": ["insert", "replace", "delete", "invalidate", "drop", "rename"]}},
+        *({f"updateDescription.updatedFields.{name}": {"$exists": True}} for name in names),
+        {"updateDescription.removedFields": {"$in": list(names)}},
+    ]}}]
 
 
 class NoChangeStreams(Exception):
     """The database offers no change streams."""
 
 
-def change_of(event: dict) -> Change | None:
+def _updated(doc: dict, path: str):
+    for part in path.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
+
+
+def change_of(event: dict, source: Source) -> Change | None:
     """The ``Change`` an event stands for (None for the stream's own events)."""
     kind = event.get("operationType")
     key = (event.get("documentKey") or {}).get("_id")
@@ -61,8 +71,8 @@ def change_of(event: dict) -> Change | None:
     if kind == "update":
         update = event.get("updateDescription") or {}
         names = {name.split(".")[0] for name in [*(update.get("updatedFields") or {}), *(update.get("removedFields") or [])]}
-        return Change(key, text_touched=bool(names & set(TEXT_FIELDS)), status_touched=bool(names & {"status", "language"}),
-                      written_at=when)
+        text, status = source.touched(names)
+        return Change(key, text_touched=text, status_touched=status, written_at=when)
     return None
 
 
@@ -74,6 +84,9 @@ class Capture:
         self.lease_ttl = timedelta(milliseconds=settings["CHANGE_CAPTURE_LEASE"])
         self.sweep_every = timedelta(milliseconds=settings["CHANGE_CAPTURE_SWEEP_INTERVAL"])
         self.worker_id = worker_id
+        self.source = Source(settings)
+        # The board's own collection is never written by the product: every update of it is read.
+        self.pipeline = [] if self.source.mirrored else pipeline(self.source.watched_names())
         self.stopping = stopping or threading.Event()
         self.stream = None
         self.holding = False
@@ -108,7 +121,8 @@ class Capture:
             return
         if not self.holding:
             self.holding = True
-            log.info("change capture: this worker follows the jobs collection (CHANGE_CAPTURE=%s)", self.setting)
+            log.info("change capture: this worker follows %s (CHANGE_CAPTURE=%s)", self.source.describe(),
+                     self.setting)
         deadline = time.monotonic() + min(RUN_SECONDS, self.lease_ttl.total_seconds() / 3)
         try:
             if self._resolve_mode() == "stream":
@@ -130,6 +144,10 @@ class Capture:
                     upsert=True)
             except PyMongoError:
                 pass
+        except Exception:
+            # Whatever went wrong, the events read but not handled are read again from the stored position.
+            self._close()
+            raise
 
     def stop(self, timeout: float = RUN_SECONDS + 2) -> None:
         """Close the stream and hand the lease on (SIGTERM; ``stopping`` is set, so a run under way ends soon)."""
@@ -149,7 +167,8 @@ class Capture:
         if self.mode in ("stream", "poll"):
             return self.mode
         if self.setting == "poll":
-            return self._set_mode("poll", "CHANGE_CAPTURE=poll: polling updatedAt, and a sweep every "
+            return self._set_mode("poll", f"CHANGE_CAPTURE=poll: polling {self.source.updated_at_path()} of "
+                                          f"{self.source.describe()}, and a sweep every "
                                           f"{int(self.sweep_every.total_seconds())} s")
         try:
             self._open_stream()
@@ -157,8 +176,9 @@ class Capture:
             if self.setting == "stream":
                 raise OperationFailure("CHANGE_CAPTURE=stream, but the database offers no change streams") from None
             return self._set_mode("poll", "the database offers no change streams (a standalone server): polling "
-                                          f"updatedAt, and a sweep every {int(self.sweep_every.total_seconds())} s")
-        return self._set_mode("stream", "following the jobs collection's change stream")
+                                          f"{self.source.updated_at_path()} of {self.source.describe()}, and a "
+                                          f"sweep every {int(self.sweep_every.total_seconds())} s")
+        return self._set_mode("stream", f"following the change stream of {self.source.describe()}")
 
     def _set_mode(self, mode: str, reason: str) -> str:
         self.mode, self.reason = mode, reason
@@ -170,28 +190,39 @@ class Capture:
     def _open_stream(self) -> None:
         if self.stream is not None:
             return
-        coll = Job._get_collection()
-        token = (CaptureState._get_collection().find_one({"_id": "jobs"}, {"token": 1}) or {}).get("token") or None
+        coll = self.source.collection()
+        token = self._stored("token")
         try:
-            self.stream = coll.watch(PIPELINE, resume_after=token, max_await_time_ms=500, batch_size=BATCH)
+            self.stream = coll.watch(self.pipeline, resume_after=token, max_await_time_ms=500, batch_size=BATCH)
         except OperationFailure as exc:
             if exc.code in NO_CHANGE_STREAMS:
                 raise NoChangeStreams() from None
             if token is None or exc.code not in HISTORY_LOST:
                 raise
-            self._after_history_lost(exc)
+            log.warning("change capture: the change history since the stored position is gone (code %s): comparing "
+                        "every job, then following a fresh stream", exc.code)
+            self._sweep_then_follow("change history lost")
             return
-        if token is None:
+        if token is None and self.source.mirrored:
+            self._close()
+            log.info("change capture: copying every job of %s, then following its changes", self.source.describe())
+            self._sweep_then_follow(f"first run on {self.source.name}")
+        elif token is None:
             log.info("change capture: following new writes from now on (jobs written before: migrate-embeddings)")
             self._save_token(force=True)
 
-    def _after_history_lost(self, exc: OperationFailure) -> None:
-        """The stored position fell out of the database's history: a fresh stream, every job compared, and only
-        then the fresh position stored (a worker dying mid-sweep leaves the next one to sweep again)."""
-        log.warning("change capture: the change history since the stored position is gone (code %s): comparing "
-                    "every job, then following a fresh stream", exc.code)
-        self.stream = Job._get_collection().watch(PIPELINE, max_await_time_ms=500, batch_size=BATCH)
-        counts = sweep("change history lost", keep_going=self._keep_lease)
+    def _stored(self, name: str):
+        """A stored position (resume token, poll mark), if it belongs to the collection followed now."""
+        doc = CaptureState._get_collection().find_one({"_id": "jobs"}, {name: 1, "source": 1}) or {}
+        if doc.get("source", Job._meta["collection"]) != self.source.collection_name:
+            return None
+        return doc.get(name) or None
+
+    def _sweep_then_follow(self, why: str) -> None:
+        """A fresh stream, every job compared, and only then the fresh position stored (a worker dying mid-sweep
+        leaves the next one to sweep again)."""
+        self.stream = self.source.collection().watch(self.pipeline, max_await_time_ms=500, batch_size=BATCH)
+        counts = sweep(why, self.source, keep_going=self._keep_lease)
         if counts["state"] != "done":
             self._close()
             return
@@ -220,12 +251,12 @@ class Capture:
                 continue
             if any(e.get("operationType") in ("invalidate", "drop", "rename") for e in events):
                 log.warning("change capture: the jobs collection was dropped or renamed; following it afresh")
-                self._handle([change_of(e) for e in events])
+                self._handle([change_of(e, self.source) for e in events])
                 self._close()
                 CaptureState._get_collection().update_one({"_id": "jobs"}, {"$unset": {"token": ""}})
                 return
             if events:
-                self._handle([change_of(e) for e in events])
+                self._handle([change_of(e, self.source) for e in events])
                 if not self._keep_lease():     # a slow batch outlived the lease: another worker follows now
                     self._close()
                     return
@@ -240,7 +271,7 @@ class Capture:
         token = self.stream.resume_token if self.stream is not None else None
         if token is None or (not force and (token == self._saved_token or time.monotonic() - self._token_saved_at < 5)):
             return
-        self._state({"token": token})
+        self._state({"token": token, "source": self.source.collection_name})
         self._saved_token, self._token_saved_at = token, time.monotonic()
 
     def _close(self) -> None:
@@ -254,24 +285,40 @@ class Capture:
     # ----- poll -----------------------------------------------------------------------------------------------
     def _poll(self) -> None:
         state = CaptureState._get_collection().find_one({"_id": "jobs"}) or {}
-        mark = state.get("pollMark")
-        if mark is None:
+        mark = self._stored("pollMark")
+        first = mark is None
+        if first:
             mark = utcnow()
-            log.info("change capture: polling updatedAt from now on (jobs written before: migrate-embeddings)")
-            self._state({"pollMark": mark})
-        docs = list(Job._get_collection().find({"updatedAt": {"$gte": mark - POLL_MARGIN}},
-                                               DECISION_FIELDS).sort("updatedAt", 1).limit(BATCH))
+            log.info("change capture: polling %s of %s from now on (jobs written before: %s)",
+                     self.source.updated_at_path(), self.source.collection_name,
+                     "copied by a sweep now" if self.source.mirrored else "migrate-embeddings")
+            self._state({"pollMark": mark, "source": self.source.collection_name})
+        path = self.source.updated_at_path()
+        fields = None if self.source.mirrored else DECISION_FIELDS
+        docs = [d for d in self.source.collection().find({path: {"$gte": mark - POLL_MARGIN}}, fields)
+                .sort(path, 1).limit(BATCH) if isinstance(_updated(d, path), datetime)]
         if docs:
-            changes = [Change(d["_id"], written_at=d["updatedAt"] if d["updatedAt"] > mark else None) for d in docs]
-            self._handle(changes, docs={d["_id"]: d for d in docs}, mark=max(d["updatedAt"] for d in docs))
+            changes = [Change(d["_id"], written_at=_updated(d, path) if _updated(d, path) > mark else None)
+                       for d in docs]
+            newest = max(_updated(d, path) for d in docs)
+            if self.source.mirrored:
+                self.source.write(docs, [])
+                self._handle(changes, mark=newest)
+            else:
+                self._handle(changes, docs={d["_id"]: d for d in docs}, mark=newest)
         finished = (state.get("sweep") or {}).get("finishedAt")
-        if finished is None or utcnow() - finished > self.sweep_every:
-            sweep("poll mode: every CHANGE_CAPTURE_SWEEP_INTERVAL", keep_going=self._keep_lease)
+        if (first and self.source.mirrored) or finished is None or utcnow() - finished > self.sweep_every:
+            sweep("poll mode: every CHANGE_CAPTURE_SWEEP_INTERVAL", self.source, keep_going=self._keep_lease)
         self._state({})
 
     # ----- recording ------------------------------------------------------------------------------------------
     def _handle(self, changes: list, docs: dict | None = None, mark=None) -> None:
         changes = [c for c in changes if c is not None and c.job_id is not None]
+        if self.source.mirrored and mark is None:
+            # The board's documents copied into jobs first (a deleted one: its copy deleted), then handled as jobs.
+            _, gone = self.source.copy(list(dict.fromkeys(c.job_id for c in changes)))
+            for change in changes:
+                change.deleted = change.job_id in gone
         outcome = apply(changes, docs=docs)
         lags = sorted(outcome.lags_ms)
         now = utcnow()
