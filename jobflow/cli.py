@@ -163,11 +163,13 @@ def migrate_embeddings_command(dry_run, yes):
     from jobflow.ops import migration
     model = provider_model(current_app.config)
     click.echo(f"Embedding migration ({'dry run: nothing will change' if dry_run else 'will queue jobs'})")
-    click.echo(f"model: {model}")
+    from jobflow.embeddings.text import RECIPE
+    click.echo(f"model: {model}, recipe: {RECIPE}")
     found = migration.plan(model)
     rows = [("jobs in database", found.total), ("active jobs", found.active),
             ("  with a current embedding", found.current), ("  never embedded", found.never_embedded),
             ("  failed before", found.failed), ("  embedded by another model", found.other_model),
+            ("  made by an earlier recipe", found.older_recipe),
             ("  text changed since", found.text_changed), ("  cannot be used (see the overview)", found.cannot_be_used),
             ("  already in the queue", found.already_queued),
             ("to queue now", len(found.to_queue))]

@@ -62,10 +62,31 @@ def combine(vectors) -> np.ndarray:
     return (mean / np.linalg.norm(mean)).astype(np.float32)
 
 
-# Changes whenever the way texts become a vector changes, so stored embeddings made the old way count as stale.
+# How texts become a vector: stored with each embedding (``embedding.recipe``). It changes whenever the way changes;
+# ``migrate-embeddings`` then finds the jobs made the old way, as it finds another model's, and the board keeps
+# serving their lists until the new ones exist.
 RECIPE = "headline+text/2"
+LEGACY_RECIPE = "headline+text/2"     # what an embedding stored without a recipe was made with
+# The text hash names the text alone, so that a new recipe is not taken for a changed text (which would stop the
+# old list being served). Its salt is the first recipe's name, kept so that stored hashes still match.
+HASH_SALT = "headline+text/2"
 
 
 def text_hash(text: str) -> str:
-    """SHA-256 of the embedding recipe and the job's text (hex): equal hashes mean an equal embedding."""
-    return hashlib.sha256(f"{RECIPE}\n{text}".encode("utf-8")).hexdigest()
+    """SHA-256 of the job's embedded text (hex): equal hashes mean an equal text."""
+    return hashlib.sha256(f"{HASH_SALT}\n{text}".encode("utf-8")).hexdigest()
+
+
+def recipe_of(embedding: dict | None) -> str:
+    """The recipe a stored embedding was made with."""
+    return ((embedding or {}).get("recipe") or LEGACY_RECIPE) if isinstance(embedding, dict) else LEGACY_RECIPE
+
+
+def older_recipe_query():
+    """A query value of ``embedding.recipe`` that matches embeddings made with another recipe than the current."""
+    return {"$nin": [RECIPE, None]} if RECIPE == LEGACY_RECIPE else {"$ne": RECIPE}
+
+
+def recipe_query():
+    """A query value of ``embedding.recipe`` that matches embeddings made with the current recipe."""
+    return {"$in": [RECIPE, None]} if RECIPE == LEGACY_RECIPE else RECIPE

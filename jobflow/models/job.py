@@ -30,6 +30,7 @@ class Embedding(EmbeddedDocument):
     model = StringField()
     dimensions = IntField()
     textHash = StringField()
+    recipe = StringField()      # how the texts became the vector (embeddings.text.RECIPE); absent: the first recipe
     language = StringField()    # the language the similarity correction used: the job's field, else detected
     tokens = IntField()
     generatedAt = DateTimeField()

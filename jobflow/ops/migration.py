@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from jobflow.capture.decide import DECISION_FIELDS, misfit_reason
+from jobflow.embeddings import text
 from jobflow.embeddings.text import job_text, text_hash
 from jobflow.jobs import queue
 from jobflow.models import Job, QueueItem
@@ -21,6 +22,7 @@ class MigrationPlan:
     active: int = 0
     current: int = 0
     other_model: int = 0
+    older_recipe: int = 0     # this model, made by an earlier recipe (embeddings.text.RECIPE)
     text_changed: int = 0
     never_embedded: int = 0
     failed: int = 0
@@ -46,12 +48,15 @@ def plan(model: str) -> MigrationPlan:
             result.cannot_be_used += 1
             continue
         emb = doc.get("embedding") or {}
-        if emb.get("status") == "completed" and emb.get("model") == model \
-                and emb.get("textHash") == text_hash(job_text(doc)):
+        same_text = emb.get("textHash") == text_hash(job_text(doc))
+        if emb.get("status") == "completed" and emb.get("model") == model and same_text \
+                and text.recipe_of(emb) == text.RECIPE:
             result.current += 1
             continue
         if emb.get("status") == "completed" and emb.get("model") != model:
             result.other_model += 1
+        elif emb.get("status") == "completed" and same_text:
+            result.older_recipe += 1
         elif emb.get("status") == "completed":
             result.text_changed += 1
         elif emb.get("status") == "failed":

@@ -18,10 +18,11 @@ from bson import ObjectId
 from pymongo import UpdateOne
 
 from jobflow.db import commands
+from jobflow.embeddings import text
 from jobflow.embeddings.language import stored_language
 from jobflow.models import Job
 from jobflow.models.fields import vector_from_bson
-from jobflow.similarity import balance, stored_correction, sync
+from jobflow.similarity import balance, stored_correction, sync, upgrade
 from jobflow.similarity.correction import UNDETERMINED, LanguageCorrection
 from jobflow.similarity.index import VectorIndex
 from jobflow.similarity.sync import VECTOR_FIELDS
@@ -63,6 +64,10 @@ class SimilarLists:
         self.churn = 0                 # jobs added or removed since the correction in force was fitted
         self.dirty: set[ObjectId] = set()   # lists changed in memory, written at the next flush
         self.storing: set[ObjectId] = set()  # jobs whose vectors this process is storing (``store``)
+        # An upgrade (a new recipe or model) under way: stored lists of the old kind that the new index cannot yet
+        # match in length are kept, and written once no active job of the old kind is left.
+        self.held: set[ObjectId] = set()
+        self._upgrade: tuple[float, bool] | None = None    # (when checked, whether under way)
 
     def __len__(self) -> int:
         return len(self.index) if self.index is not None else 0
@@ -77,8 +82,15 @@ class SimilarLists:
         return Job._get_collection()
 
     def indexed_query(self) -> dict:
-        """The jobs that belong in the index: active, embedded, with this model."""
-        return {"status": "active", "embedding.status": "completed", "embedding.model": self.model}
+        """The jobs that belong in the index: active, embedded, with this model and the current recipe."""
+        return {"status": "active", "embedding.status": "completed", "embedding.model": self.model,
+                "embedding.recipe": text.recipe_query()}
+
+    @property
+    def correction_key(self) -> str:
+        """What the stored correction is kept under: the model, and the recipe once it is not the first one (a
+        correction fitted on one recipe's vectors is no use on another's)."""
+        return self.model if text.RECIPE == text.LEGACY_RECIPE else f"{self.model} {text.RECIPE}"
 
     def _ensure_index(self, dimensions: int) -> None:
         if self.index is None:
@@ -91,9 +103,10 @@ class SimilarLists:
         started = utcnow()
         ids, vectors, languages, count = [], [], [], 0
         with self.lock:
+            self._upgrade = None
             if self.language_balance:
                 try:
-                    self.correction = stored_correction.load(self.model)
+                    self.correction = stored_correction.load(self.correction_key)
                 except LookupError:     # caught while a new version is written: the first sync adopts it
                     self.correction = LanguageCorrection()
             stored_lists = {}
@@ -173,11 +186,19 @@ class SimilarLists:
             self._set_list(job_id, entries)
         return changed
 
+    def upgrading(self) -> bool:
+        """Whether some active job is still embedded with another model or recipe (``upgrade``)."""
+        return upgrade.under_way(self)
+
     def write(self, ids: Iterable[ObjectId]) -> int:
         """Write these lists as they are in memory, now (the caller holds the lock); they are no longer dirty."""
         ids = list(ids)
+        if ids and self.upgrading():
+            kept = ids
+            ids = upgrade.writable(self, ids)
+            self.dirty.difference_update(kept)
         now = utcnow()
-        meta = {"computedAt": now, "model": self.model, "comparedWith": len(self), "topN": self.top_n,
+        meta = {"computedAt": now, "model": self.model, "recipe": text.RECIPE, "comparedWith": len(self), "topN": self.top_n,
                 "minScore": self.min_score}
         ops = [UpdateOne({"_id": job_id}, {"$set": {
             "similarJobs": [{"jobId": other, "score": round(score, 6)} for other, score in self.entries.get(job_id, [])],
@@ -266,6 +287,7 @@ class SimilarLists:
             if gone:
                 self.index.remove(gone)
                 self.churn += len(gone)
+                self.held.difference_update(gone)
             holders -= set(gone)
             return self.write(self.recompute(holders))
 
@@ -320,7 +342,7 @@ class SimilarLists:
                 self.write([job_id for job_id, _ in kept])
             done += len(block_ids)
             progress(done, total)
-        stored_correction.lists_computed_with(self.model, self.correction.version)
+        stored_correction.lists_computed_with(self.correction_key, self.correction.version)
         return done
 
     # ----- language correction (``balance.py``) ---------------------------------------------------------
@@ -352,7 +374,7 @@ class SimilarLists:
 
     def stored_lists_stale(self) -> bool:
         """Whether the stored lists were last fully computed with another correction than the one in force."""
-        head = stored_correction.header(self.model)
+        head = stored_correction.header(self.correction_key)
         in_force = int(head.get("version") or 0) if self.language_balance else 0
         return bool(head) and int(head.get("listsVersion") or 0) != in_force
 
@@ -368,5 +390,5 @@ class SimilarLists:
                 self.write(block)
             done += len(block)
             progress(done, total)
-        stored_correction.lists_computed_with(self.model, self.correction.version)
+        stored_correction.lists_computed_with(self.correction_key, self.correction.version)
         return done

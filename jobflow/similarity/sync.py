@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from jobflow.embeddings import text
 from jobflow.embeddings.language import stored_language
 from jobflow.models import JobChange, JobDeletion
 from jobflow.models.fields import vector_from_bson
@@ -27,7 +28,7 @@ def follow_changes(lists) -> None:
     lists.follow_stored()
     since = (lists.synced_at or utcnow()) - SYNC_MARGIN
     mark = utcnow()
-    fields = {"status": 1, "embedding.status": 1, "embedding.model": 1, **VECTOR_FIELDS,
+    fields = {"status": 1, "embedding.status": 1, "embedding.model": 1, "embedding.recipe": 1, **VECTOR_FIELDS,
               "similarityMetadata.refill": 1}
     # Three indexed queries, not one $or: an $or is a collection scan when one branch lacks an index
     # (MongoDB) or whenever the planner cannot union indexes (SecantusDB), every few seconds per worker.
@@ -52,7 +53,8 @@ def follow_changes(lists) -> None:
                 continue                # this process's own batch is storing it: its on_embedded ranks it
             emb = doc.get("embedding") if isinstance(doc.get("embedding"), dict) else {}
             usable = (doc.get("status") == "active" and emb.get("status") == "completed"
-                      and emb.get("model") == lists.model and emb.get("vector") is not None)
+                      and emb.get("model") == lists.model and text.recipe_of(emb) == text.RECIPE
+                      and emb.get("vector") is not None)
             language = stored_language(doc)
             if usable and (doc["_id"] not in lists.hashes or lists.hashes[doc["_id"]] != emb.get("textHash")
                            or lists.index is None or doc["_id"] not in lists.index

@@ -22,7 +22,7 @@ from jobflow.capture.decide import DECISION_FIELDS, misfit_reason
 from jobflow.db import commands
 from jobflow.embeddings import BadInput, ConfigurationError, InvalidVector, ProviderError, RateLimited, check_vector
 from jobflow.embeddings.language import job_language
-from jobflow.embeddings.text import TEXTS_PER_JOB, combine, embedded_texts, job_text, text_hash
+from jobflow.embeddings.text import RECIPE, TEXTS_PER_JOB, combine, embedded_texts, job_text, recipe_of, text_hash
 from jobflow.jobs import queue
 from jobflow.models import Job, WorkerStatus
 from jobflow.models.fields import vector_to_bson
@@ -112,8 +112,8 @@ class BatchProcessor:
             digest = text_hash(text)
             emb = job.get("embedding") or {}
             if emb.get("status") == "completed" and emb.get("textHash") == digest \
-                    and emb.get("model") == self.provider.model:
-                current.append(item)      # unchanged text and model: never embedded again
+                    and emb.get("model") == self.provider.model and recipe_of(emb) == RECIPE:
+                current.append(item)      # unchanged text, model and recipe: never embedded again
                 continue
             to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest,
                                       job_language(job)[0]))
@@ -198,7 +198,8 @@ class BatchProcessor:
             ops = [UpdateOne({"_id": entry.job["_id"]}, {"$set": {
                 "embedding.status": "completed", "embedding.vector": vector_to_bson(vector),
                 "embedding.model": result.model, "embedding.dimensions": int(vector.shape[0]),
-                "embedding.textHash": entry.digest, "embedding.language": entry.language, "embedding.tokens": int(tokens),
+                "embedding.textHash": entry.digest, "embedding.recipe": RECIPE,
+                "embedding.language": entry.language, "embedding.tokens": int(tokens),
                 "embedding.generatedAt": now, "embedding.error": None,
                 "embedding.retries": int(entry.item.get("attempts", 1)) - 1}})
                 for entry, vector, tokens in good]
