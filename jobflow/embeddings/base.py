@@ -70,7 +70,7 @@ class EmbeddingProvider:
     max_input_chars = 16_000       # each text is cut to this before sending
     max_concurrent: int | None = None  # None = EMBEDDING_MAX_CONCURRENT
     default_min_score = 0.7        # calibrated per provider, see README
-    balanced_min_score = 0.40      # the same, for language-balanced (corrected) scores
+    balanced_min_score = 0.10      # the same, for language-balanced (corrected) scores
     cost_per_million_tokens = 0.0
 
     def embed(self, texts: list[str]) -> EmbeddingBatch:

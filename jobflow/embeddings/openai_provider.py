@@ -47,7 +47,7 @@ class OpenAIProvider(EmbeddingProvider):
     max_batch_tokens = 250_000   # the API allows 300,000 per request; estimates are rough
     max_input_chars = 16_000     # about 8,000 tokens of the model's 8,191
     default_min_score = 0.7   # the original specification's value; see README
-    balanced_min_score = 0.40  # the local model's calibration of balanced scores, carried over; see README
+    balanced_min_score = 0.10  # the local model's calibration of balanced scores, carried over (local.py)
 
     def __init__(self, api_key: str, model: str, timeout_ms: int, base_url: str = ""):
         self.model = model
