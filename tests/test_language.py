@@ -10,6 +10,7 @@ from bson import ObjectId
 
 from jobflow.embeddings import provider_model
 from jobflow.embeddings.language import detect, job_language, normalise
+from jobflow.embeddings.text import RECIPE
 from jobflow.jobs import queue
 from jobflow.models import CorrectionHeader, Job, QueueItem
 from jobflow.models.fields import vector_to_bson
@@ -137,7 +138,7 @@ def test_stored_correction_reads_back_identical_and_replaces_the_old_version(app
     loaded = stored_correction.load(MODEL)
     assert loaded.version == 2 and loaded.counts() == second.counts()
     np.testing.assert_array_equal(loaded.apply(vectors, languages)[0], second.apply(vectors, languages)[0])
-    assert CorrectionHeader._get_collection().count_documents({"model": MODEL}) == 3     # en, sq, * of version 2
+    assert CorrectionHeader._get_collection().count_documents({"model": stored_correction.key(MODEL)}) == 3  # en, sq, *: v2
     assert stored_correction.header(MODEL)["movement"] == 0.3
 
 
@@ -149,7 +150,7 @@ def insert(vectors, languages, field="language", model=MODEL):
     for i, (_id, vector, lang) in enumerate(zip(ids, vectors, languages)):
         doc = {"_id": _id, "title": f"Job {i}", "status": "active", "createdAt": utcnow(), "updatedAt": utcnow(),
                "embedding": {"status": "completed", "model": model, "vector": vector_to_bson(vector),
-                             "textHash": f"h{_id}", "dimensions": DIM}}
+                             "textHash": f"h{_id}", "dimensions": DIM, "recipe": RECIPE}}
         if field == "language":
             doc["language"] = lang
         else:

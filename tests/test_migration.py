@@ -1,6 +1,6 @@
 """flask migrate-embeddings and flask test-embeddings."""
 
-from jobflow.embeddings.text import job_text, text_hash
+from jobflow.embeddings.text import RECIPE, job_text, text_hash
 from jobflow.models import Job, QueueItem
 from jobflow.timeutil import utcnow
 
@@ -11,7 +11,7 @@ def seed_jobs():
     now = utcnow()
     current = {"title": "Current", "description": "ok", "status": "active", "createdAt": now}
     current["embedding"] = {"status": "completed", "model": "multilingual-e5-small",
-                            "textHash": text_hash(job_text(current))}
+                            "textHash": text_hash(job_text(current)), "recipe": RECIPE}
     docs = {
         "current": current,
         "never": {"title": "Never embedded", "description": "x", "status": "active"},

@@ -1,6 +1,7 @@
 """A new embedding recipe: found by the migration as another model's embeddings are, and the board keeps serving
 every job's stored list until the new ones are as long."""
 import numpy as np
+import pytest
 from bson import ObjectId
 
 from jobflow.embeddings import text
@@ -34,9 +35,18 @@ def old_board(n: int, rng) -> dict:
     return vectors
 
 
+CURRENT = text.RECIPE
+
+
+@pytest.fixture(autouse=True)
+def previous_release(monkeypatch):
+    """The board as the release before the current recipe ran it: the first recipe, written nowhere."""
+    monkeypatch.setattr(text, "RECIPE", text.LEGACY_RECIPE)
+
+
 def upgrade(monkeypatch):
-    """The product upgraded to a new recipe."""
-    monkeypatch.setattr(text, "RECIPE", "test-recipe/2")
+    """The product upgraded to the current recipe."""
+    monkeypatch.setattr(text, "RECIPE", CURRENT)
 
 
 def stored_lengths() -> dict:
@@ -73,5 +83,5 @@ def test_every_job_keeps_a_stored_list_until_the_new_ones_are_as_long(app, monke
     lists._upgrade = (0.0, True)          # as the next look, UPGRADE_CHECK later, finds the upgrade over
     assert not lists.upgrading()
     meta = {d["_id"]: d["similarityMetadata"] for d in Job._get_collection().find({}, {"similarityMetadata": 1})}
-    assert {m.get("recipe") for m in meta.values()} == {"test-recipe/2"}, "every list now made by the new recipe"
+    assert {m.get("recipe") for m in meta.values()} == {CURRENT}, "every list now made by the new recipe"
     assert not lists.held

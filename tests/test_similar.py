@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from bson import ObjectId
 
+from jobflow.embeddings.text import RECIPE
 from jobflow.jobs import store
 from jobflow.models import Job
 from jobflow.models.fields import vector_to_bson
@@ -26,7 +27,7 @@ def insert_jobs(n, rng, category="Software Development", location="Tirana"):
         docs.append({"_id": _id, "title": f"Job {i}", "description": "d", "status": "active", "category": category,
                      "location": location, "createdAt": utcnow(), "updatedAt": utcnow(),
                      "embedding": {"status": "completed", "model": MODEL, "vector": vector_to_bson(vector),
-                                   "textHash": f"h{i}", "dimensions": DIM}})
+                                   "textHash": f"h{i}", "dimensions": DIM, "recipe": RECIPE}})
     Job._get_collection().insert_many(docs)
     return vectors
 
@@ -130,7 +131,8 @@ def test_a_sync_leaves_vectors_being_stored_to_their_own_batch(app):
             Job._get_collection().insert_one({
                 "_id": _id, "title": "New", "status": "active", "createdAt": utcnow(), "updatedAt": utcnow(),
                 "embedding": {"status": "completed", "model": MODEL, "vector": vector_to_bson(arriving[_id]),
-                              "textHash": f"n{_id}", "generatedAt": utcnow(), "dimensions": DIM}})
+                              "textHash": f"n{_id}", "generatedAt": utcnow(), "dimensions": DIM,
+                              "recipe": RECIPE}})
         lists.sync()                                    # the index sync runs between the write and the ranking
         assert written == [] and not any(i in lists.index for i in ids)
         lists.on_embedded(ids, list(arriving.values()), [f"n{i}" for i in ids], defer=True)

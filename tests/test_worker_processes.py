@@ -46,7 +46,7 @@ def test_three_workers_embed_every_job_exactly_once(app, db_uri, tmp_path, worke
     with EmbeddingsServer() as server:
         env = worker_env(db_uri, server, tmp_path)
         procs = [workers(env) for _ in range(3)]
-        seconds_until("1,000 jobs embedded", lambda: completed_count() == 1000, 55, every=0.5, processes=procs, seen=queue_state)
+        seconds_until("1,000 jobs embedded", lambda: completed_count() == 1000, 150, every=0.5, processes=procs, seen=queue_state)
         assert [w.stop() for w in procs] == [0, 0, 0]
         embedded = server.embedded
     assert_everything_embedded(ids)

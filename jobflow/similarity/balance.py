@@ -44,10 +44,10 @@ def follow_stored(lists) -> int:
     """Adopt the version in force in the database when it is not this one's; the version in force."""
     if not lists.language_balance:
         return lists.correction.version
-    version = int(stored_correction.header(lists.correction_key).get("version") or 0)
+    version = int(stored_correction.header(lists.model).get("version") or 0)
     if version != lists.correction.version:
         try:
-            adopt(lists, stored_correction.load(lists.correction_key))
+            adopt(lists, stored_correction.load(lists.model))
         except LookupError:
             pass        # caught between a new version's documents and its header: the next sync adopts it
     return version
@@ -86,7 +86,7 @@ def refit(lists, force: bool = False) -> float | None:
         log.info("language correction fitted on %d jobs moves vectors by %.3f (at most %.2f): kept version %d",
                  jobs, moved, REFIT_MOVEMENT, lists.correction.version)
         return None
-    stored_correction.save(lists.correction_key, fitted, jobs, moved)
+    stored_correction.save(lists.model, fitted, jobs, moved)
     log.info("language correction version %d fitted on %d jobs (%s), moves vectors by %.3f: adopted",
              fitted.version, jobs, ", ".join(f"{k} {v}" for k, v in fitted.counts().items()), moved)
     adopt(lists, fitted)

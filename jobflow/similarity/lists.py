@@ -86,12 +86,6 @@ class SimilarLists:
         return {"status": "active", "embedding.status": "completed", "embedding.model": self.model,
                 "embedding.recipe": text.recipe_query()}
 
-    @property
-    def correction_key(self) -> str:
-        """What the stored correction is kept under: the model, and the recipe once it is not the first one (a
-        correction fitted on one recipe's vectors is no use on another's)."""
-        return self.model if text.RECIPE == text.LEGACY_RECIPE else f"{self.model} {text.RECIPE}"
-
     def _ensure_index(self, dimensions: int) -> None:
         if self.index is None:
             self.dimensions = dimensions
@@ -106,7 +100,7 @@ class SimilarLists:
             self._upgrade = None
             if self.language_balance:
                 try:
-                    self.correction = stored_correction.load(self.correction_key)
+                    self.correction = stored_correction.load(self.model)
                 except LookupError:     # caught while a new version is written: the first sync adopts it
                     self.correction = LanguageCorrection()
             stored_lists = {}
@@ -342,7 +336,7 @@ class SimilarLists:
                 self.write([job_id for job_id, _ in kept])
             done += len(block_ids)
             progress(done, total)
-        stored_correction.lists_computed_with(self.correction_key, self.correction.version)
+        stored_correction.lists_computed_with(self.model, self.correction.version)
         return done
 
     # ----- language correction (``balance.py``) ---------------------------------------------------------
@@ -374,7 +368,7 @@ class SimilarLists:
 
     def stored_lists_stale(self) -> bool:
         """Whether the stored lists were last fully computed with another correction than the one in force."""
-        head = stored_correction.header(self.correction_key)
+        head = stored_correction.header(self.model)
         in_force = int(head.get("version") or 0) if self.language_balance else 0
         return bool(head) and int(head.get("listsVersion") or 0) != in_force
 
@@ -390,5 +384,5 @@ class SimilarLists:
                 self.write(block)
             done += len(block)
             progress(done, total)
-        stored_correction.lists_computed_with(self.correction_key, self.correction.version)
+        stored_correction.lists_computed_with(self.model, self.correction.version)
         return done

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from bson import Binary
 
+from jobflow.embeddings import text
 from jobflow.models import CorrectionHeader
 from jobflow.similarity.correction import LanguageCorrection, LanguageTransform, Spectral
 from jobflow.timeutil import utcnow
@@ -28,9 +29,15 @@ def _array(value, shape=None) -> np.ndarray:
     return array.reshape(shape) if shape else array
 
 
+def key(model: str) -> str:
+    """What a model's correction is kept under: the model, and the recipe once it is not the first one (a
+    correction fitted on one recipe's vectors is no use on another's)."""
+    return model if text.RECIPE == text.LEGACY_RECIPE else f"{model} {text.RECIPE}"
+
+
 def header(model: str) -> dict:
     """The model's header document ({} before the first fit)."""
-    return _coll().find_one({"_id": model}) or {}
+    return _coll().find_one({"_id": key(model)}) or {}
 
 
 def load(model: str) -> LanguageCorrection:
@@ -40,7 +47,7 @@ def load(model: str) -> LanguageCorrection:
     if not version:
         return LanguageCorrection()
     transforms = {}
-    for doc in _coll().find({"model": model, "version": version}):
+    for doc in _coll().find({"model": key(model), "version": version}):
         dims = int(doc["dimensions"])
         scales = _array(doc["scales"])
         transforms[doc["language"]] = LanguageTransform(
@@ -54,6 +61,7 @@ def load(model: str) -> LanguageCorrection:
 def save(model: str, correction: LanguageCorrection, jobs: int, movement: float) -> None:
     """Write a new version and put it in force; older versions are deleted."""
     version = correction.version
+    model = key(model)
     for language, t in correction.transforms.items():
         _coll().replace_one({"_id": f"{model}|{version}|{language}"}, {
             "model": model, "version": version, "language": language, "count": t.count,
@@ -67,4 +75,4 @@ def save(model: str, correction: LanguageCorrection, jobs: int, movement: float)
 
 def lists_computed_with(model: str, version: int) -> None:
     """Record that every stored list was computed with ``version`` (0: no correction)."""
-    _coll().update_one({"_id": model}, {"$set": {"listsVersion": int(version)}}, upsert=True)
+    _coll().update_one({"_id": key(model)}, {"$set": {"listsVersion": int(version)}}, upsert=True)
