@@ -100,8 +100,27 @@ def _connect_database(app: Flask) -> None:
     from jobflow.models import ensure_indexes
     app.config["DATABASE_URI"] = prepare_database(app.config, app.instance_path)
     connect(app.config["DATABASE_URI"])
-    dropped = ensure_indexes()
+    dropped = _with_retries(ensure_indexes, app.config["DATABASE_URI"])
     if dropped:
         log.info("dropped indexes no query uses: %s", ", ".join(dropped))
 
 
+def _with_retries(work, uri: str, seconds: float = 30.0):
+    """``work()``, tried again while the database drops connections (it is restarting) for up to ``seconds``;
+    then one line naming the database (DatabaseUnavailable), never a traceback."""
+    import time
+
+    from pymongo.errors import ConnectionFailure
+
+    from jobflow.db import DatabaseUnavailable, where
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return work()
+        except ConnectionFailure:
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailable(f"the database at {where(uri)} kept dropping the connection for "
+                                          f"{seconds:.0f}s while the product started") from None
+            log.warning("the database at %s dropped the connection while the product started; trying again",
+                        where(uri))
+            time.sleep(1.0)

@@ -96,12 +96,15 @@ class Capture:
         self._token_saved_at = 0.0
         self._trouble: str | None = None
         self._running = threading.Lock()   # held by a run: stop waits for it to end
+        self._run_started = 0.0
+        self._keeper: threading.Thread | None = None
 
     # ----- one run --------------------------------------------------------------------------------------------
     def run(self) -> None:
         """Follow the jobs for a few seconds if this process holds the lease (else make sure it does not)."""
         if self.stopping.is_set() or not self._running.acquire(blocking=False):
             return
+        self._run_started = time.monotonic()
         try:
             self._run()
         finally:
@@ -119,6 +122,9 @@ class Capture:
             self._close()
             self.holding = False
             return
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep, name="capture-lease", daemon=True)
+            self._keeper.start()
         if not self.holding:
             self.holding = True
             log.info("change capture: this worker follows %s (CHANGE_CAPTURE=%s)", self.source.describe(),
@@ -227,6 +233,19 @@ class Capture:
             self._close()
             return
         self._save_token(force=True)
+
+    def _keep(self) -> None:
+        """Renew the lease every third of its time while a run is under way: a batch slowed by a busy database
+        (a drain's writes come first on the embedded one) must not hand capture to another worker, which would
+        read the same changes again. A run that has not ended after ten lease times is left to lose it."""
+        every = self.lease_ttl.total_seconds() / 3
+        while not self.stopping.wait(every):
+            if self.holding and self._running.locked() and \
+                    time.monotonic() - self._run_started < 10 * self.lease_ttl.total_seconds():
+                try:
+                    Lease.acquire(LEASE, self.worker_id, self.lease_ttl)
+                except PyMongoError:
+                    pass
 
     def _keep_lease(self) -> bool:
         return not self.stopping.is_set() and Lease.acquire(LEASE, self.worker_id, self.lease_ttl)

@@ -13,6 +13,7 @@ import pytest
 from bson import ObjectId
 
 from jobflow.db import free_port
+from jobflow.embeddings.text import RECIPE
 from tests.support.database import database
 from tests.support.openai_server import EmbeddingsServer
 from tests.support.processes import assert_clean_output
@@ -48,6 +49,10 @@ def product(tmp_path_factory, module_db_uri):
             product.stop_all()
 
 
+# The correction is kept per model and embedding recipe (README, "Upgrading the recipe").
+HEADER = f"text-embedding-3-small {RECIPE}"
+
+
 def test_lists_cross_languages_by_default_and_a_caller_can_ask_for_one(product):
     product_, app, base, db = product
     ids = []
@@ -58,10 +63,10 @@ def test_lists_cross_languages_by_default_and_a_caller_can_ask_for_one(product):
     role = {job_id: n // 2 % len(BILINGUAL_ROLES) for n, job_id in enumerate(ids)}
 
     def balanced():
-        head = db.similaritycorrections.find_one({"_id": "text-embedding-3-small"}) or {}
+        head = db.similaritycorrections.find_one({"_id": HEADER}) or {}
         return head.get("version") and head.get("listsVersion") == head.get("version")
     wait_until("the language correction fitted and every list written with it", balanced, 120, processes=[app],
-               seen=lambda: db.similaritycorrections.find_one({"_id": "text-embedding-3-small"}))
+               seen=lambda: db.similaritycorrections.find_one({"_id": HEADER}))
     lists = {}
     for job_id in ids:
         status, body = api("GET", f"{base}/api/jobs/{job_id}/similar")
@@ -79,7 +84,7 @@ def test_lists_cross_languages_by_default_and_a_caller_can_ask_for_one(product):
     assert status == 400 and "language" in bad["error"]["fields"]
     stored = db.jobs.find_one({"_id": ObjectId(ids[1])}, {"embedding.language": 1})
     assert stored["embedding"]["language"] == "sq"
-    head = db.similaritycorrections.find_one({"_id": "text-embedding-3-small"})
+    head = db.similaritycorrections.find_one({"_id": HEADER})
     assert head["counts"]["en"] >= 20 and head["counts"]["sq"] >= 20          # MIN_JOBS of each language
     assert re.search(r"language correction version \d+ fitted on \d+ jobs \(en \d+, sq \d+, \* \d+\)", app.output())
     assert re.search(r"recomputed \d+ similar-jobs lists in [\d.]+s \(language correction changed\)", app.output())
