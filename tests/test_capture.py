@@ -4,6 +4,7 @@ swept; a server without change streams is polled."""
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -35,6 +36,19 @@ def embedded(title="Nurse", **fields) -> dict:
 
 def items(job_id, status="pending") -> list[dict]:
     return list(QueueItem._get_collection().find({"jobId": job_id, "status": status}))
+
+
+@contextmanager
+def own_server(make_app, tmp_path, name: str, *args: str):
+    """An app on a SecantusDB server of its own (``args``: the server's options), inside the app's context; the
+    server (to stop or restart) is yielded."""
+    server = DatabaseServer(tmp_path / "db", *args)
+    server.start()
+    try:
+        with make_app(MONGODB_URI=server.uri(name)).app_context():
+            yield server
+    finally:
+        server.remove()
 
 
 def follow_until(capture: Capture, what: str, check, timeout: float = 30):
@@ -152,46 +166,34 @@ def test_one_capturer_at_a_time_and_the_lease_passes_when_it_goes_silent(app, ca
 
 def test_lost_history_is_swept_then_a_fresh_stream_followed(make_app, tmp_path, caplog):
     caplog.set_level(logging.INFO, "jobflow.capture")
-    server = DatabaseServer(tmp_path / "db")
-    server.start()
-    try:
-        app = make_app(MONGODB_URI=server.uri("capture_lost"))
-        with app.app_context():
-            capture = Capture(SETTINGS, "worker-a")
-            follow_until(capture, "the start stored", lambda: CaptureState.objects(id="jobs").first().token)
-            capture.stop()
-            server.stop()
-            server.args = ["--oplog-max-entries", "10"]    # the database keeps almost no history now
-            server.start()
-            ids = Job._get_collection().insert_many([board_job(f"Porter {i}") for i in range(1200)]).inserted_ids
-            capture = Capture(SETTINGS, "worker-a")
-            follow_until(capture, "the sweep to queue every job", lambda: QueueItem.objects.count() == len(ids), 120)
-            sweep = CaptureState.objects(id="jobs").first().sweep
-            assert sweep["state"] == "done" and sweep["scanned"] == 1200 and sweep["enqueued"] == 1200
-            assert "the change history since the stored position is gone" in caplog.text
-            assert "capture sweep done" in caplog.text and "1200 jobs compared, 1200 queued" in caplog.text
-            later = Job._get_collection().insert_one(board_job("Gardener")).inserted_id
-            follow_until(capture, "the fresh stream to follow", lambda: items(later))
-            capture.stop()
-    finally:
-        server.remove()
+    with own_server(make_app, tmp_path, "capture_lost") as server:
+        capture = Capture(SETTINGS, "worker-a")
+        follow_until(capture, "the start stored", lambda: CaptureState.objects(id="jobs").first().token)
+        capture.stop()
+        server.stop()
+        server.args = ["--oplog-max-entries", "10"]    # the database keeps almost no history now
+        server.start()
+        ids = Job._get_collection().insert_many([board_job(f"Porter {i}") for i in range(1200)]).inserted_ids
+        capture = Capture(SETTINGS, "worker-a")
+        follow_until(capture, "the sweep to queue every job", lambda: QueueItem.objects.count() == len(ids), 120)
+        sweep = CaptureState.objects(id="jobs").first().sweep
+        assert sweep["state"] == "done" and sweep["scanned"] == 1200 and sweep["enqueued"] == 1200
+        assert "the change history since the stored position is gone" in caplog.text
+        assert "capture sweep done" in caplog.text and "1200 jobs compared, 1200 queued" in caplog.text
+        later = Job._get_collection().insert_one(board_job("Gardener")).inserted_id
+        follow_until(capture, "the fresh stream to follow", lambda: items(later))
+        capture.stop()
 
 
 def test_without_change_streams_it_polls_updated_at(make_app, tmp_path):
-    server = DatabaseServer(tmp_path / "db", "--standalone")
-    server.start()
-    try:
-        app = make_app(MONGODB_URI=server.uri("capture_poll"))
-        with app.app_context():
-            capture = Capture(SETTINGS, "worker-a")
-            capture.run()
-            state = CaptureState.objects(id="jobs").first()
-            assert state.mode == "poll" and "no change streams" in state.reason
-            job = Job._get_collection().insert_one(board_job("Tailor")).inserted_id
-            follow_until(capture, "the polled job queued", lambda: items(job))
-            capture.stop()
-    finally:
-        server.remove()
+    with own_server(make_app, tmp_path, "capture_poll", "--standalone"):
+        capture = Capture(SETTINGS, "worker-a")
+        capture.run()
+        state = CaptureState.objects(id="jobs").first()
+        assert state.mode == "poll" and "no change streams" in state.reason
+        job = Job._get_collection().insert_one(board_job("Tailor")).inserted_id
+        follow_until(capture, "the polled job queued", lambda: items(job))
+        capture.stop()
 
 
 # ----- a board that keeps its jobs in a collection of its own ------------------------------------------------------
@@ -248,19 +250,13 @@ def test_a_boards_own_collection_is_copied_into_jobs_with_its_field_names(app, c
 
 
 def test_a_boards_own_collection_polled_where_there_are_no_change_streams(make_app, tmp_path):
-    server = DatabaseServer(tmp_path / "db", "--standalone")
-    server.start()
-    try:
-        app = make_app(MONGODB_URI=server.uri("capture_board_poll"))
-        with app.app_context():
-            postings = Job._get_db()["postings"]
-            old = postings.insert_one(board_posting("Tailor", modified=utcnow() - timedelta(days=3))).inserted_id
-            capture = Capture(BOARD, "worker-a")
-            follow_until(capture, "the old posting copied by the first sweep", lambda: items(old))
-            new = postings.insert_one(board_posting("Glazier")).inserted_id
-            follow_until(capture, "the polled posting queued", lambda: items(new))
-            assert Job._get_collection().find_one({"_id": new})["title"] == "Glazier"
-            assert "polling modified of the board's collection postings" in CaptureState.objects(id="jobs").first().reason
-            capture.stop()
-    finally:
-        server.remove()
+    with own_server(make_app, tmp_path, "capture_board_poll", "--standalone"):
+        postings = Job._get_db()["postings"]
+        old = postings.insert_one(board_posting("Tailor", modified=utcnow() - timedelta(days=3))).inserted_id
+        capture = Capture(BOARD, "worker-a")
+        follow_until(capture, "the old posting copied by the first sweep", lambda: items(old))
+        new = postings.insert_one(board_posting("Glazier")).inserted_id
+        follow_until(capture, "the polled posting queued", lambda: items(new))
+        assert Job._get_collection().find_one({"_id": new})["title"] == "Glazier"
+        assert "polling modified of the board's collection postings" in CaptureState.objects(id="jobs").first().reason
+        capture.stop()

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pymongo.errors import OperationFailure, PyMongoError
 
 from jobflow.capture.act import Change, apply
-from jobflow.capture.decide import DECISION_FIELDS
+from jobflow.capture.decide import DECISION_FIELDS, WATCHED_FIELDS
 from jobflow.capture.source import Source
 from jobflow.capture.sweep import sweep
 from jobflow.models import CaptureState, Job, Lease
@@ -35,26 +35,17 @@ LAGS_KEPT = 2000             # recent lags kept in the capture state for the per
 LAGS_PER_BATCH = 100
 NO_CHANGE_STREAMS = {40573}                  # "The $changeStream stage is only supported on replica sets"
 HISTORY_LOST = {286, 280, 260, 9}            # history lost, fatal, invalid or unreadable resume token
-
-
-def pipeline(names: list[str]) -> list[dict]:
-    """Only the events that can call for something: inserts, replacements, deletions, and updates that write one of
-    ``names`` (the text, the status, the language). The product's own writes (embedding, lists) never come back."""
-    return [{"$match": {"$or": [
-        {"operationType": {"$in": ["insert", "replace", "delete", "invalidate", "drop", "rename"]}},
-        *({f"updateDescription.updatedFields.{name}": {"$exists": True}} for name in names),
-        {"updateDescription.removedFields": {"$in": list(names)}},
-    ]}}]
+# Only the events that can call for something: inserts, replacements, deletions, and updates that write the text,
+# the status or the language. The product's own writes (embedding, lists) never come back as events.
+PIPELINE = [{"$match": {"$or": [
+    {"operationType": {"$in": ["insert", "replace", "delete", "invalidate", "drop", "rename"]}},
+    *({f"updateDescription.updatedFields.{name}": {"$exists": True}} for name in WATCHED_FIELDS),
+    {"updateDescription.removedFields": {"$in": list(WATCHED_FIELDS)}},
+]}}]
 
 
 class NoChangeStreams(Exception):
     """The database offers no change streams."""
-
-
-def _updated(doc: dict, path: str):
-    for part in path.split("."):
-        doc = doc.get(part) if isinstance(doc, dict) else None
-    return doc
 
 
 def change_of(event: dict, source: Source) -> Change | None:
@@ -86,7 +77,7 @@ class Capture:
         self.worker_id = worker_id
         self.source = Source(settings)
         # The board's own collection is never written by the product: every update of it is read.
-        self.pipeline = [] if self.source.mirrored else pipeline(self.source.watched_names())
+        self.pipeline = [] if self.source.mirrored else PIPELINE
         self.stopping = stopping or threading.Event()
         self.stream = None
         self.holding = False
@@ -217,9 +208,11 @@ class Capture:
             log.info("change capture: following new writes from now on (jobs written before: migrate-embeddings)")
             self._save_token(force=True)
 
-    def _stored(self, name: str):
-        """A stored position (resume token, poll mark), if it belongs to the collection followed now."""
-        doc = CaptureState._get_collection().find_one({"_id": "jobs"}, {name: 1, "source": 1}) or {}
+    def _stored(self, name: str, doc: dict | None = None):
+        """A stored position (resume token, poll mark), if it belongs to the collection followed now (``doc``: the
+        capture state, when the caller has read it)."""
+        if doc is None:
+            doc = CaptureState._get_collection().find_one({"_id": "jobs"}, {name: 1, "source": 1}) or {}
         if doc.get("source", Job._meta["collection"]) != self.source.collection_name:
             return None
         return doc.get(name) or None
@@ -304,7 +297,7 @@ class Capture:
     # ----- poll -----------------------------------------------------------------------------------------------
     def _poll(self) -> None:
         state = CaptureState._get_collection().find_one({"_id": "jobs"}) or {}
-        mark = self._stored("pollMark")
+        mark = self._stored("pollMark", state)
         first = mark is None
         if first:
             mark = utcnow()
@@ -314,12 +307,13 @@ class Capture:
             self._state({"pollMark": mark, "source": self.source.collection_name})
         path = self.source.updated_at_path()
         fields = None if self.source.mirrored else DECISION_FIELDS
-        docs = [d for d in self.source.collection().find({path: {"$gte": mark - POLL_MARGIN}}, fields)
-                .sort(path, 1).limit(BATCH) if isinstance(_updated(d, path), datetime)]
+        docs = [(d, self.source.updated_at(d)) for d in self.source.collection().find(
+            {path: {"$gte": mark - POLL_MARGIN}}, fields).sort(path, 1).limit(BATCH)]
+        docs = [(d, at) for d, at in docs if isinstance(at, datetime)]
         if docs:
-            changes = [Change(d["_id"], written_at=_updated(d, path) if _updated(d, path) > mark else None)
-                       for d in docs]
-            newest = max(_updated(d, path) for d in docs)
+            changes = [Change(d["_id"], written_at=at if at > mark else None) for d, at in docs]
+            newest = max(at for _, at in docs)
+            docs = [d for d, _ in docs]
             if self.source.mirrored:
                 self.source.write(docs, [])
                 self._handle(changes, mark=newest)
@@ -335,7 +329,7 @@ class Capture:
         changes = [c for c in changes if c is not None and c.job_id is not None]
         if self.source.mirrored and mark is None:
             # The board's documents copied into jobs first (a deleted one: its copy deleted), then handled as jobs.
-            _, gone = self.source.copy(list(dict.fromkeys(c.job_id for c in changes)))
+            gone = self.source.copy(list(dict.fromkeys(c.job_id for c in changes)))
             for change in changes:
                 change.deleted = change.job_id in gone
         outcome = apply(changes, docs=docs)

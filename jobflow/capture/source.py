@@ -7,11 +7,9 @@ board's collection is only read. Jobs created through ``/api/jobs`` live in ``jo
 """
 from __future__ import annotations
 
-from datetime import datetime
-
 from pymongo import DeleteMany, UpdateOne
 
-from jobflow.capture.decide import TEXT_FIELDS, WATCHED_FIELDS
+from jobflow.capture.decide import TEXT_FIELDS
 from jobflow.db import commands
 from jobflow.models import Job
 from jobflow.timeutil import utcnow
@@ -55,10 +53,6 @@ class Source:
         return f"the board's collection {self.name} (fields: {shown}; open: {', '.join(sorted(self.active))})"
 
     # ----- names ----------------------------------------------------------------------------------------------
-    def watched_names(self) -> list[str]:
-        """The top-level names in the followed documents whose change can call for something."""
-        return sorted({self.paths[f].split(".")[0] for f in WATCHED_FIELDS})
-
     def touched(self, names: set[str]) -> tuple[bool, bool]:
         """(a text field, the status or language) written, from an update's top-level names."""
         def hit(fields):
@@ -67,6 +61,11 @@ class Source:
 
     def updated_at_path(self) -> str:
         return self.paths["updatedAt"]
+
+    def updated_at(self, doc: dict):
+        """A followed document's updated-at value (None when it has none)."""
+        value = _dig(doc, self.paths["updatedAt"])
+        return None if value is _MISSING else value
 
     # ----- copying ----------------------------------------------------------------------------------------------
     def job_fields(self, doc: dict) -> tuple[dict, list[str]]:
@@ -86,17 +85,17 @@ class Source:
             values["status"] = "active"      # a job without a status is open, as in the jobs collection
         return values, gone
 
-    def copy(self, ids: list, now: datetime | None = None) -> tuple[dict, list]:
-        """Copy the board's documents of ``ids`` into ``jobs``; (copied id -> board document, ids gone from the
-        board, whose copies are deleted)."""
+    def copy(self, ids: list) -> list:
+        """Copy the board's documents of ``ids`` into ``jobs``; the ids gone from the board (their copies
+        deleted)."""
         found = {}
         for chunk in commands.chunks(list(ids)):
             found.update({d["_id"]: d for d in self.collection().find({"_id": {"$in": chunk}})})
-        return found, self.write(found.values(), [i for i in ids if i not in found], now)
+        return self.write(found.values(), [i for i in ids if i not in found])
 
-    def write(self, docs, gone: list, now: datetime | None = None) -> list:
+    def write(self, docs, gone: list) -> list:
         """Write the copies of ``docs`` and delete the copies of ``gone`` (only copies: never a job of the API)."""
-        now = now or utcnow()
+        now = utcnow()
         ops = []
         for doc in docs:
             values, removed = self.job_fields(doc)

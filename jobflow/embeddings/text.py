@@ -91,7 +91,7 @@ LEGACY_RECIPE = "headline+text/2"     # what an embedding stored without a recip
 # The text hash names the text alone (``job_text``, every field the product reads), so that a new recipe is not
 # taken for a changed text (which would stop the old list being served). Its salt is the first recipe's name, kept
 # so that stored hashes still match.
-HASH_SALT = "headline+text/2"
+HASH_SALT = LEGACY_RECIPE
 
 
 def text_hash(text: str) -> str:
@@ -101,7 +101,7 @@ def text_hash(text: str) -> str:
 
 def recipe_of(embedding: dict | None) -> str:
     """The recipe a stored embedding was made with."""
-    return ((embedding or {}).get("recipe") or LEGACY_RECIPE) if isinstance(embedding, dict) else LEGACY_RECIPE
+    return (embedding.get("recipe") if isinstance(embedding, dict) else None) or LEGACY_RECIPE
 
 
 def older_recipe_query():

@@ -188,9 +188,8 @@ class SimilarLists:
         """Write these lists as they are in memory, now (the caller holds the lock); they are no longer dirty."""
         ids = list(ids)
         if ids and self.upgrading():
-            kept = ids
+            self.dirty.difference_update(ids)      # those held back wait in ``held``, not among the dirty
             ids = upgrade.writable(self, ids)
-            self.dirty.difference_update(kept)
         now = utcnow()
         meta = {"computedAt": now, "model": self.model, "recipe": text.RECIPE, "comparedWith": len(self), "topN": self.top_n,
                 "minScore": self.min_score}
