@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -26,6 +27,7 @@ class Change:
     text_touched: bool = False
     status_touched: bool = False
     written_at: datetime | None = None
+    inserted: bool = False
 
 
 @dataclass
@@ -45,9 +47,10 @@ def merge(changes: list[Change]) -> list[Change]:
         seen = merged.get(change.job_id)
         if seen is None:
             merged[change.job_id] = Change(change.job_id, change.deleted, change.text_touched, change.status_touched,
-                                           change.written_at)
+                                           change.written_at, change.inserted)
             continue
         seen.deleted = change.deleted
+        seen.inserted |= change.inserted
         seen.text_touched |= change.text_touched
         seen.status_touched |= change.status_touched
         if change.written_at and (seen.written_at is None or change.written_at < seen.written_at):
@@ -57,18 +60,21 @@ def merge(changes: list[Change]) -> list[Change]:
 
 def apply(changes: list[Change], docs: dict | None = None, notes: bool = True, source: str = "capture") -> Outcome:
     """Queue, take out and report what ``changes`` call for. ``docs`` (id -> document with DECISION_FIELDS)
-    saves the read when the caller has them; ``notes`` off (a sweep) leaves closed jobs to the index's own
-    reconciliation instead of noting each for every worker."""
+    saves the read of those the caller has (an insert event carries its document); ``notes`` off (a sweep) leaves
+    closed jobs to the index's own reconciliation instead of noting each for every worker."""
     changes = merge(changes)
     outcome = Outcome()
     if not changes:
         return outcome
     live = [c.job_id for c in changes if not c.deleted]
-    if docs is None:
-        docs = {d["_id"]: d for chunk in commands.chunks(live)
-                for d in Job._get_collection().find({"_id": {"$in": chunk}}, DECISION_FIELDS)}
-    open_items = queue.open_jobs([i for i in live if i in docs])
-    embed, embed_idle, clear, deleted, left, misfits, fits, touched = [], [], [], [], [], {}, [], []
+    docs = dict(docs or {})
+    unread = [i for i in live if i not in docs]
+    docs.update({d["_id"]: d for chunk in commands.chunks(unread)
+                 for d in Job._get_collection().find({"_id": {"$in": chunk}}, DECISION_FIELDS)})
+    # Whether an item is open matters only to a change that neither wrote the text nor inserted the job.
+    open_items = queue.open_jobs([c.job_id for c in changes if not (c.deleted or c.text_touched or c.inserted)
+                                  and c.job_id in docs])
+    embed, embed_idle, embed_new, clear, deleted, left, misfits, fits, touched = [], [], {}, [], [], [], {}, [], []
     for change in changes:
         doc = None if change.deleted else docs.get(change.job_id)
         decision = decide(doc, change.job_id in open_items, change.text_touched)
@@ -78,7 +84,12 @@ def apply(changes: list[Change], docs: dict | None = None, notes: bool = True, s
         if doc is not None:
             fits.append(change.job_id)
         if decision.action == "embed":
-            (embed if change.text_touched else embed_idle).append(change.job_id)
+            if change.text_touched:
+                embed.append(change.job_id)
+            elif change.inserted and change.written_at:
+                embed_new[change.job_id] = change.written_at
+            else:
+                embed_idle.append(change.job_id)
             stored = (doc.get("embedding") or {}).get("textHash")
             if stored and doc.get("similarJobs"):
                 clear.append((change.job_id, stored))
@@ -97,6 +108,9 @@ def apply(changes: list[Change], docs: dict | None = None, notes: bool = True, s
     if embed:
         # A new text: a new item even while one is being processed (it holds the old text).
         queued += queue.enqueue_many(embed, priority=queue.PRIORITY_LIVE, source=source)
+    if embed_new:
+        # Inserted: queued unless an item was created since (its writer's own, maybe completed by now).
+        queued += queue.enqueue_new(embed_new, priority=queue.PRIORITY_LIVE, source=source)
     if embed_idle:
         # A new job, or one found unembedded: queued unless an item for it is waiting or being processed (the API's
         # own item, queued just after its insert).
@@ -126,13 +140,29 @@ def note_changed(job_ids: list) -> None:
          for job_id in job_ids], ordered=False)
 
 
+class _Listed:
+    """Whether any unusable document is listed, looked up at most every few seconds: a batch of fitting jobs then
+    costs no write to clear them from an empty list."""
+    ttl = 5.0
+    known = True
+    checked = float("-inf")
+
+    @classmethod
+    def any(cls) -> bool:
+        if time.monotonic() - cls.checked > cls.ttl:
+            cls.known = JobMisfit._get_collection().find_one({}, {"_id": 1}) is not None
+            cls.checked = time.monotonic()
+        return cls.known
+
+
 def _report_misfits(misfits: dict, fits: list) -> None:
     """Keep the list of unusable documents current; log each newly found one once."""
     coll = JobMisfit._get_collection()
-    if fits:
+    if fits and _Listed.any():
         coll.delete_many({"_id": {"$in": fits}})
     if not misfits:
         return
+    _Listed.known = True
     known = {d["_id"]: d.get("reason") for d in coll.find({"_id": {"$in": list(misfits)}}, {"reason": 1})}
     now = utcnow()
     fresh = {job_id: reason for job_id, reason in misfits.items() if known.get(job_id) != reason}

@@ -56,7 +56,7 @@ def change_of(event: dict, source: Source) -> Change | None:
     if kind == "delete":
         return Change(key, deleted=True, written_at=when)
     if kind == "insert":
-        return Change(key, written_at=when)
+        return Change(key, written_at=when, inserted=True)
     if kind == "replace":
         return Change(key, text_touched=True, status_touched=True, written_at=when)
     if kind == "update":
@@ -88,6 +88,7 @@ class Capture:
         self._trouble: str | None = None
         self._running = threading.Lock()   # held by a run: stop waits for it to end
         self._run_started = 0.0
+        self._leased_at = float("-inf")    # monotonic time of the last acquisition that held
         self._keeper: threading.Thread | None = None
 
     # ----- one run --------------------------------------------------------------------------------------------
@@ -107,7 +108,7 @@ class Capture:
                 self.mode, self.reason = "off", "CHANGE_CAPTURE=off: only writes through /api/jobs are noticed"
                 self._state({"mode": "off", "reason": self.reason, "owner": None})
             return
-        if not Lease.acquire(LEASE, self.worker_id, self.lease_ttl):
+        if not self._acquire():
             if self.holding:
                 log.info("change capture passed to another worker")
             self._close()
@@ -236,12 +237,20 @@ class Capture:
             if self.holding and self._running.locked() and \
                     time.monotonic() - self._run_started < 10 * self.lease_ttl.total_seconds():
                 try:
-                    Lease.acquire(LEASE, self.worker_id, self.lease_ttl)
+                    self._acquire()
                 except PyMongoError:
                     pass
 
     def _keep_lease(self) -> bool:
-        return not self.stopping.is_set() and Lease.acquire(LEASE, self.worker_id, self.lease_ttl)
+        return not self.stopping.is_set() and self._acquire()
+
+    def _acquire(self) -> bool:
+        """Take or renew the lease; when it was last held is remembered."""
+        started = time.monotonic()
+        held = Lease.acquire(LEASE, self.worker_id, self.lease_ttl)
+        if held:
+            self._leased_at = started
+        return held
 
     def _follow_stream(self, deadline: float) -> None:
         self._open_stream()
@@ -268,8 +277,8 @@ class Capture:
                 CaptureState._get_collection().update_one({"_id": "jobs"}, {"$unset": {"token": ""}})
                 return
             if events:
-                self._handle([change_of(e, self.source) for e in events])
-                if not self._keep_lease():     # a slow batch outlived the lease: another worker follows now
+                self._handle([change_of(e, self.source) for e in events], docs=self._inserted(events))
+                if not self._still_leased():     # a slow batch outlived the lease: another worker follows now
                     self._close()
                     return
             else:
@@ -278,6 +287,25 @@ class Capture:
                 self._save_token()
                 self.stopping.wait(IDLE_SECONDS)
         self._state({})
+
+    def _inserted(self, events: list) -> dict:
+        """The documents insert events carry, of jobs with no later event in the batch: no need to read them."""
+        if self.source.mirrored:
+            return {}
+        docs: dict = {}
+        for event in events:
+            key = (event.get("documentKey") or {}).get("_id")
+            if event.get("operationType") == "insert" and isinstance(event.get("fullDocument"), dict):
+                docs[key] = event["fullDocument"]
+            else:
+                docs.pop(key, None)
+        return docs
+
+    def _still_leased(self) -> bool:
+        """Renew the lease after a batch unless it was renewed within a third of its time (the keeper's own)."""
+        if time.monotonic() - self._leased_at < self.lease_ttl.total_seconds() / 3:
+            return not self.stopping.is_set()
+        return self._keep_lease()
 
     def _save_token(self, force: bool = False) -> None:
         token = self.stream.resume_token if self.stream is not None else None

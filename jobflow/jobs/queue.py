@@ -72,22 +72,8 @@ def _oid(value) -> ObjectId:
 def enqueue(job_id, task_type: str = GENERATE_EMBEDDING, priority: int = PRIORITY_LIVE,
             source: str = "api", migration_id: str | None = None) -> bool:
     """Queue a task for a job unless one is already pending (then raise its priority); True if queued."""
-    now = utcnow()
-    metadata = {"source": source}
-    if migration_id:
-        metadata["migrationId"] = migration_id
-    try:
-        result = _coll().update_one(
-            {"jobId": _oid(job_id), "taskType": task_type, "status": "pending"},
-            {"$setOnInsert": {"attempts": 0, "nextAttemptAt": now, "createdAt": now, "metadata": metadata,
-                              "errorHistory": []},
-             "$max": {"priority": priority},
-             "$set": {"updatedAt": now}},
-            upsert=True)
-    except DuplicateKeyError:
-        # Another process inserted the pending item between our find and insert.
-        return False
-    created = result.upserted_id is not None
+    created = _queue([{"jobId": _oid(job_id), "taskType": task_type, "status": "pending"}], priority, source,
+                     migration_id) == 1
     if created:
         log.debug("enqueued %s for job %s (priority %s, source %s)", task_type, job_id, priority, source)
     return created
@@ -96,25 +82,40 @@ def enqueue(job_id, task_type: str = GENERATE_EMBEDDING, priority: int = PRIORIT
 def enqueue_many(job_ids: Iterable, task_type: str = GENERATE_EMBEDDING, priority: int = PRIORITY_BACKFILL,
                  source: str = "migration", migration_id: str | None = None) -> int:
     """Queue many jobs in one bulk write (deduplicated like ``enqueue``); return how many were new."""
-    now = utcnow()
-    metadata = {"source": source}
-    if migration_id:
-        metadata["migrationId"] = migration_id
-    ops = [UpdateOne({"jobId": _oid(job_id), "taskType": task_type, "status": "pending"},
-                     {"$setOnInsert": {"attempts": 0, "nextAttemptAt": now, "createdAt": now,
-                                       "metadata": metadata, "errorHistory": []},
-                      "$max": {"priority": priority}, "$set": {"updatedAt": now}},
-                     upsert=True) for job_id in job_ids]
-    if not ops:
+    return _queue([{"jobId": _oid(i), "taskType": task_type, "status": "pending"} for i in job_ids], priority, source,
+                  migration_id)
+
+
+def enqueue_idle(job_ids: Iterable, priority: int = PRIORITY_LIVE, source: str = "capture") -> int:
+    """Queue each job that has no item pending or being processed, decided atomically per job (a worker may claim
+    another writer's item between a look and a write); how many were queued."""
+    return _queue([{"jobId": _oid(i), "taskType": GENERATE_EMBEDDING, "status": {"$in": ["pending", "processing"]}}
+                   for i in job_ids], priority, source)
+
+
+def enqueue_new(inserted: dict, priority: int = PRIORITY_LIVE, source: str = "capture") -> int:
+    """Queue jobs just inserted (id -> when) unless an item was created for them since (their writer's own, maybe
+    completed by now, which an idle check would miss); how many were queued. A second of slack covers clocks."""
+    return _queue([{"jobId": _oid(i), "taskType": GENERATE_EMBEDDING, "createdAt": {"$gte": when - timedelta(seconds=1)}}
+                   for i, when in inserted.items()], priority, source)
+
+
+def _queue(matches: list[dict], priority: int, source: str, migration_id: str | None = None) -> int:
+    """One upsert of a pending item per filter (a job, and what counts as its item already), in one bulk write;
+    how many were new. A pending item another process wrote at the same moment counts as there already."""
+    if not matches:
         return 0
+    now = utcnow()
+    fresh = {"status": "pending", "attempts": 0, "nextAttemptAt": now, "createdAt": now, "errorHistory": [],
+             "metadata": {"source": source, **({"migrationId": migration_id} if migration_id else {})}}
+    # A field the filter names with a plain value is copied from it into a new item; one under an operator is not.
+    ops = [UpdateOne(match, {"$setOnInsert": {k: v for k, v in fresh.items() if isinstance(match.get(k, {}), dict)},
+                             "$max": {"priority": priority}, "$set": {"updatedAt": now}}, upsert=True)
+           for match in matches]
     try:
-        result = _coll().bulk_write(ops, ordered=False)
-        return result.upserted_count
-    except Exception as exc:  # BulkWriteError: duplicates raced in; the rest were written.
-        details = getattr(exc, "details", None)
-        if details is None:
-            raise
-        return int(details.get("nUpserted", 0))
+        return _coll().bulk_write(ops, ordered=False).upserted_count
+    except BulkWriteError as exc:
+        return int(exc.details.get("nUpserted", 0))
 
 
 def claim(owner: str, limit: int, task_type: str = GENERATE_EMBEDDING) -> list[dict]:
@@ -312,23 +313,6 @@ def release_worker(owner: str, refund_attempt: bool = False) -> int:
     """
     ids = [d["_id"] for d in _coll().find({"status": "processing", "lockedBy": owner}, {"_id": 1})]
     return release(ids, owner, refund_attempt=refund_attempt)
-
-
-def enqueue_idle(job_ids: Iterable, priority: int = PRIORITY_LIVE, source: str = "capture") -> int:
-    """Queue each job that has no item pending or being processed, decided atomically per job (a worker may claim
-    the API's item between a look and a write); how many were queued."""
-    now = utcnow()
-    ops = [UpdateOne({"jobId": _oid(job_id), "taskType": GENERATE_EMBEDDING, "status": {"$in": ["pending", "processing"]}},
-                     {"$setOnInsert": {"status": "pending", "attempts": 0, "nextAttemptAt": now, "createdAt": now,
-                                       "metadata": {"source": source}, "errorHistory": []},
-                      "$max": {"priority": priority}, "$set": {"updatedAt": now}},
-                     upsert=True) for job_id in job_ids]
-    if not ops:
-        return 0
-    try:
-        return _coll().bulk_write(ops, ordered=False).upserted_count
-    except BulkWriteError as exc:      # another process queued some of them at the same moment
-        return int(exc.details.get("nUpserted", 0))
 
 
 def remove_for_jobs(job_ids: Iterable, statuses: tuple[str, ...] = ("pending",)) -> int:

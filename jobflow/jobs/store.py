@@ -122,7 +122,8 @@ def create_job(fields: dict[str, Any], source: str = "api") -> Job:
     job.createdAt = job.updatedAt = now
     job.save()
     if job.status == "active":
-        queue.enqueue(job.id, priority=queue.PRIORITY_LIVE, source=source)
+        # Idle: change capture may have queued it already, and a worker may hold that item.
+        queue.enqueue_idle([job.id], priority=queue.PRIORITY_LIVE, source=source)
     return job
 
 

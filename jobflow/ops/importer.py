@@ -128,7 +128,7 @@ def import_jobs(path: Path, progress: Callable[[int], None] = lambda n: None, so
             result = coll.insert_many(fresh, ordered=True)
             report.imported += len(result.inserted_ids)
             active = [i for i, d in zip(result.inserted_ids, fresh) if d.get("status") == "active"]
-            report.queued += queue.enqueue_many(active, priority=queue.PRIORITY_LIVE, source=source)
+            report.queued += queue.enqueue_idle(active, priority=queue.PRIORITY_LIVE, source=source)
         pending.clear()
 
     for number, row in read_rows(path):

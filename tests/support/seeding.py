@@ -36,10 +36,8 @@ def add_jobs(jobs: int | list[dict], tag: str = "") -> list:
     docs = [posting(i, tag) for i in range(jobs)] if isinstance(jobs, int) else jobs
     ids = Job._get_collection().insert_many([{"status": "active", "createdAt": now, "updatedAt": now, **doc}
                                              for doc in docs]).inserted_ids
-    queue.enqueue_many(ids, priority=queue.PRIORITY_LIVE)
-    # Change capture may have queued some first, as it would for any writer: each job has its one item either way.
-    assert len(queue.open_jobs(ids)) + QueueItem._get_collection().count_documents(
-        {"jobId": {"$in": ids}, "status": {"$nin": ["pending", "processing"]}}) >= len(ids)
+    # As the API does: change capture may have queued some first, and a worker may hold those items already.
+    queue.enqueue_idle(ids, priority=queue.PRIORITY_LIVE, source="api")
     return ids
 
 
