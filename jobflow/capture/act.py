@@ -100,10 +100,9 @@ def apply(changes: list[Change], docs: dict | None = None, notes: bool = True, s
     if clear:
         # The old list described the old text: stop serving it until the new one exists (as the API does). The
         # stored hash in the filter leaves alone a job whose new embedding a worker stored meanwhile.
-        Job._get_collection().bulk_write(
-            [UpdateOne({"_id": job_id, "embedding.textHash": stored},
-                       {"$set": {"embedding.status": "pending", "similarJobs": [], "similarityMetadata": {}}})
-             for job_id, stored in clear], ordered=False)
+        commands.write_chunks([UpdateOne({"_id": job_id, "embedding.textHash": stored}, {"$set": {
+            "embedding.status": "pending", "similarJobs": [], "similarityMetadata": {}}}) for job_id, stored in clear],
+            lambda chunk: Job._get_collection().bulk_write(list(chunk), ordered=False))
     queued = 0
     if embed:
         # A new text: a new item even while one is being processed (it holds the old text).
@@ -135,9 +134,9 @@ def note_changed(job_ids: list) -> None:
     if not job_ids:
         return
     now = utcnow()
-    JobChange._get_collection().bulk_write(
-        [UpdateOne({"_id": job_id}, {"$set": {"at": now, "expiresAt": now + timedelta(days=NOTE_DAYS)}}, upsert=True)
-         for job_id in job_ids], ordered=False)
+    commands.write_chunks([UpdateOne({"_id": job_id}, {"$set": {"at": now, "expiresAt": now + timedelta(days=NOTE_DAYS)}},
+                                     upsert=True) for job_id in job_ids],
+                          lambda chunk: JobChange._get_collection().bulk_write(list(chunk), ordered=False))
 
 
 class _Listed:

@@ -20,6 +20,7 @@ from jobflow.capture.act import Change, apply
 from jobflow.capture.decide import DECISION_FIELDS, WATCHED_FIELDS
 from jobflow.capture.source import Source
 from jobflow.capture.sweep import sweep
+from jobflow.db import commands
 from jobflow.models import CaptureState, Job, Lease
 from jobflow.timeutil import utcnow
 
@@ -27,7 +28,8 @@ log = logging.getLogger("jobflow.capture")
 
 LEASE = "change-capture"
 RUN_SECONDS = 5.0            # at most this long per run (the lease outlives it three times)
-BATCH = 200                  # events handled (and a resume token stored) at a time at most
+BATCH = 1000                 # events handled (and a resume token stored) at a time at most: on a database busy with a
+                             # drain each round trip waits behind its writes, so a backlog of events costs few of them
 BATCH_SECONDS = 0.3          # ... and events are handled at most this long after the first of a batch arrived
 IDLE_SECONDS = 0.5           # with nothing new, the stream is asked again this much later
 POLL_MARGIN = timedelta(seconds=5)   # polling re-reads a little of the past: writers' clocks differ
@@ -88,6 +90,7 @@ class Capture:
         self._trouble: str | None = None
         self._running = threading.Lock()   # held by a run: stop waits for it to end
         self._run_started = 0.0
+        self._read_seconds = 0.0             # how long the last batch of events took to read
         self._leased_at = float("-inf")    # monotonic time of the last acquisition that held
         self._keeper: threading.Thread | None = None
 
@@ -257,6 +260,7 @@ class Capture:
         while self.stream is not None and time.monotonic() < deadline and not self.stopping.is_set():
             events = []
             first = None
+            began = time.monotonic()
             try:
                 while len(events) < BATCH and (first is None or time.monotonic() - first < BATCH_SECONDS):
                     event = self.stream.try_next()
@@ -277,6 +281,7 @@ class Capture:
                 CaptureState._get_collection().update_one({"_id": "jobs"}, {"$unset": {"token": ""}})
                 return
             if events:
+                self._read_seconds = time.monotonic() - began
                 self._handle([change_of(e, self.source) for e in events], docs=self._inserted(events))
                 if not self._still_leased():     # a slow batch outlived the lease: another worker follows now
                     self._close()
@@ -354,13 +359,15 @@ class Capture:
 
     # ----- recording ------------------------------------------------------------------------------------------
     def _handle(self, changes: list, docs: dict | None = None, mark=None) -> None:
+        began = time.monotonic()
         changes = [c for c in changes if c is not None and c.job_id is not None]
-        if self.source.mirrored and mark is None:
-            # The board's documents copied into jobs first (a deleted one: its copy deleted), then handled as jobs.
-            gone = self.source.copy(list(dict.fromkeys(c.job_id for c in changes)))
-            for change in changes:
-                change.deleted = change.job_id in gone
-        outcome = apply(changes, docs=docs)
+        with commands.ungated():      # the drain's pacing is for the drain: capture feeds it
+            if self.source.mirrored and mark is None:
+                # The board's documents copied into jobs first (a deleted one: its copy deleted), then handled.
+                gone = self.source.copy(list(dict.fromkeys(c.job_id for c in changes)))
+                for change in changes:
+                    change.deleted = change.job_id in gone
+            outcome = apply(changes, docs=docs)
         lags = sorted(outcome.lags_ms)
         now = utcnow()
         if len(lags) > LAGS_PER_BATCH:
@@ -381,9 +388,9 @@ class Capture:
             self._saved_token, self._token_saved_at = self.stream.resume_token, time.monotonic()
         CaptureState._get_collection().update_one({"_id": "jobs"}, update, upsert=True)
         if outcome.enqueued or outcome.left or outcome.misfits:
-            log.info("change capture: %d changes, %d queued, %d taken out, %d cannot be used (lag p50 %s ms)",
-                     len(changes), outcome.enqueued, outcome.left, outcome.misfits,
-                     lags[len(lags) // 2] if lags else "-")
+            log.info("change capture: %d changes, %d queued, %d taken out, %d cannot be used (lag p50 %s ms; read in "
+                     "%.1fs, handled in %.1fs)", len(changes), outcome.enqueued, outcome.left, outcome.misfits,
+                     lags[len(lags) // 2] if lags else "-", self._read_seconds, time.monotonic() - began)
 
     def _state(self, fields: dict) -> None:
         CaptureState._get_collection().update_one(

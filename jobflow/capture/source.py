@@ -103,11 +103,10 @@ class Source:
             if removed:
                 update["$unset"] = {name: "" for name in removed}
             ops.append(UpdateOne({"_id": doc["_id"]}, update, upsert=True))
-        if gone:
-            ops.append(DeleteMany({"_id": {"$in": list(gone)}, MARK: {"$exists": True}}))
-        if ops:
-            Job._get_collection().bulk_write(ops, ordered=False)
-        return list(gone)
+        gone = list(gone)
+        ops += [DeleteMany({"_id": {"$in": list(chunk)}, MARK: {"$exists": True}}) for chunk in commands.chunks(gone)]
+        commands.write_chunks(ops, lambda chunk: Job._get_collection().bulk_write(list(chunk), ordered=False))
+        return gone
 
     def copies_gone(self, after=None, page: int = 500) -> tuple[list, object]:
         """One page of copies (by ``_id`` after ``after``) whose board document no longer exists: (ids, last id
@@ -118,5 +117,6 @@ class Source:
         ids = [d["_id"] for d in Job._get_collection().find(query, {"_id": 1}).sort("_id", 1).limit(page)]
         if not ids:
             return [], None
-        present = {d["_id"] for d in self.collection().find({"_id": {"$in": ids}}, {"_id": 1})}
+        present = {d["_id"] for chunk in commands.chunks(ids)
+                   for d in self.collection().find({"_id": {"$in": list(chunk)}}, {"_id": 1})}
         return [i for i in ids if i not in present], ids[-1]

@@ -7,11 +7,14 @@ reads go first. Without a gate nothing waits.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence, TypeVar
 
 CHUNK = 50      # documents per command
 T = TypeVar("T")
 _gate: Callable[[], float] | None = None
+_thread = threading.local()
 
 
 def set_gate(gate: Callable[[], float] | None) -> None:
@@ -22,7 +25,18 @@ def set_gate(gate: Callable[[], float] | None) -> None:
 
 def give_way() -> float:
     """Let queued reads go first when this process has a gate; the seconds waited."""
-    return _gate() if _gate is not None else 0.0
+    return _gate() if _gate is not None and not getattr(_thread, "ungated", False) else 0.0
+
+
+@contextmanager
+def ungated():
+    """This thread's writes skip the gate meanwhile: change capture, whose few writes are the queue the drain works
+    from, goes first like the reads."""
+    _thread.ungated = True
+    try:
+        yield
+    finally:
+        _thread.ungated = False
 
 
 def chunks(items: Sequence) -> Iterator[Sequence]:

@@ -112,10 +112,14 @@ def _queue(matches: list[dict], priority: int, source: str, migration_id: str | 
     ops = [UpdateOne(match, {"$setOnInsert": {k: v for k, v in fresh.items() if isinstance(match.get(k, {}), dict)},
                              "$max": {"priority": priority}, "$set": {"updatedAt": now}}, upsert=True)
            for match in matches]
-    try:
-        return _coll().bulk_write(ops, ordered=False).upserted_count
-    except BulkWriteError as exc:
-        return int(exc.details.get("nUpserted", 0))
+
+    def write(chunk) -> int:
+        try:
+            return _coll().bulk_write(list(chunk), ordered=False).upserted_count
+        except BulkWriteError as exc:
+            return int(exc.details.get("nUpserted", 0))
+
+    return sum(commands.write_chunks(ops, write))
 
 
 def claim(owner: str, limit: int, task_type: str = GENERATE_EMBEDDING) -> list[dict]:
@@ -319,16 +323,15 @@ def remove_for_jobs(job_ids: Iterable, statuses: tuple[str, ...] = ("pending",))
     """Take jobs' items of ``statuses`` out of the queue in one write: pending ones of a closed job, pending and failed
     ones of a deleted job (held ones settle as skipped; history expires)."""
     ids = [_oid(i) for i in job_ids]
-    return _coll().delete_many({"jobId": {"$in": ids}, "status": {"$in": list(statuses)}}).deleted_count if ids else 0
+    return sum(commands.write_chunks(ids, lambda chunk: _coll().delete_many(
+        {"jobId": {"$in": list(chunk)}, "status": {"$in": list(statuses)}}).deleted_count))
 
 
 def open_jobs(job_ids: Iterable) -> set:
     """Which of these jobs have an item pending or being processed."""
     ids = [_oid(i) for i in job_ids]
-    if not ids:
-        return set()
-    return {d["jobId"] for d in _coll().find({"jobId": {"$in": ids}, "status": {"$in": ["pending", "processing"]}},
-                                           {"jobId": 1})}
+    return {d["jobId"] for chunk in commands.chunks(ids) for d in _coll().find(
+        {"jobId": {"$in": list(chunk)}, "status": {"$in": ["pending", "processing"]}}, {"jobId": 1})}
 
 
 def retry_failed(query: dict | None = None) -> int:
