@@ -418,6 +418,8 @@ def run(args) -> int:
             f"backlog {backlog_left():,} items")
         rng = random.Random(3)
         run_step(port, ids, 20, 2, rng)                                  # warm up connections and caches
+        if env.get("READ_MODEL", "true").lower() not in ("false", "0", "no", "off"):
+            wait_read_model(folder / "gunicorn.log", 2, 300)
         if args.worker:                                                  # and let the worker get going
             first = backlog_left()
             deadline = time.monotonic() + 120
@@ -444,6 +446,8 @@ def run(args) -> int:
             if row["achieved"] < 0.9 * rate or row["p99"] > 1000 or row["errors"]:
                 log("the server no longer holds this rate: ramp stopped")
                 break
+        if args.freeze:
+            rows.append(frozen_step(stack, port, ids, args.freeze, rng))
         wrk = find_wrk(args.wrk)
         if wrk:
             for connections in (4, 16):
@@ -466,6 +470,34 @@ def run(args) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     print_report(rows, args, load_before, remaining)
     return 0 if rows else 1
+
+
+def wait_read_model(gunicorn_log: Path, processes: int, timeout: float) -> None:
+    """Until every web process says its read model is loaded (READ_MODEL on; the first request starts it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = gunicorn_log.read_text(errors="replace") if gunicorn_log.exists() else ""
+        if text.count("active jobs in memory") >= processes:
+            log("read model: " + text.split("read model: ")[-1].splitlines()[0])
+            return
+        time.sleep(0.5)
+    log("the read model did not report loaded: answers come from the database")
+
+
+def frozen_step(stack: Stack, port: int, ids: list[str], seconds: float, rng: random.Random, rate: float = 50) -> dict:
+    """``rate`` requests a second while the database process is stopped (SIGSTOP) for ``seconds``."""
+    pid = stack.db.process.pid
+    log(f"database frozen (SIGSTOP) for {seconds:.0f} s at {rate:.0f} req/s ...")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        row = run_step(port, ids, rate, seconds, rng)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    row["target"] = f"{rate:.0f}, database frozen {seconds:.0f} s"
+    row["drained"], row["loadavg"] = 0, os.getloadavg()[0]
+    log(f"frozen: achieved {row['achieved']:.0f}/s, p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms, "
+        f"errors {row['errors']} {row['error_kinds'] or ''}, from a stored list {row.get('cached', 0):.0%}")
+    return row
 
 
 def print_report(rows: list[dict], args, load_before, remaining: int) -> None:
@@ -496,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
                         default=[25, 50, 75, 100, 150, 200, 300, 400], help="target requests per second, in order")
     parser.add_argument("--step-seconds", type=float, default=15.0)
+    parser.add_argument("--freeze", type=float, default=0, metavar="SECONDS",
+                        help="after the ramp, stop the database process (SIGSTOP) this long while 50 req/s go on")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds the loopback provider takes per call")
     parser.add_argument("--no-worker", dest="worker", action="store_false",
                         help="no worker: the read path alone, for comparison")

@@ -228,6 +228,8 @@ SETTINGS: list[Setting] = [
     Setting("JOBS_FIELD_MAP", "", _field_map, "where the product's fields are in JOBS_SOURCE_COLLECTION's documents, comma-separated field=path (title=headline,company=employer.name,updatedAt=modified); a field not named keeps its own name", group="Change capture"),
     Setting("JOBS_ACTIVE_STATUSES", "active", _values, "the status values of JOBS_SOURCE_COLLECTION that mean a job is open (comma-separated); a job without a status is open, any other value closes it", group="Change capture"),
     Setting("ALERT_CAPTURE_LAG", "60000", _int(1000), "alert (and health degraded) when change capture is down or further behind than this, ms", group="Change capture"),
+    # Read path
+    Setting("READ_MODEL", "true", _bool, "each web process holds every active job's card and list in memory and answers /similar, an active job's JSON and its page from it, also while the database does not answer (README, The read path); false = every answer reads the database", group="Read path"),
     # Similarity
     Setting("SIMILARITY_TOP_N", "10", _int(1, 200), "similar jobs kept per job", group="Similarity"),
     Setting("SIMILARITY_LANGUAGE_BALANCE", "true", _bool, "correct each language's vectors by its own statistics so lists cross languages (README, Similarity quality); the same in every process", group="Similarity"),

@@ -34,7 +34,9 @@ def make_app(db_uri, tmp_path):
         config = {"TESTING": True, "MONGODB_URI": db_uri, "INSTANCE_PATH": str(tmp_path / "instance"),
                   "EMBEDDING_PROVIDER": "local", "OPENAI_API_KEY": "", "SECRET_KEY": "test-secret",
                   "ADMIN_API_TOKEN": "test-token", "WTF_CSRF_ENABLED": True, "DEMO_DATA": False,
-                  "DEBUG_EMBEDDINGS": False, "DEBUG_WORKER": False, "DEBUG_QUEUE": False}
+                  "DEBUG_EMBEDDINGS": False, "DEBUG_WORKER": False, "DEBUG_QUEUE": False,
+                  # Answers from the database: a test that writes straight into it reads its write back at once.
+                  "READ_MODEL": "false"}
         config.update(overrides)
         return create_app(config)
     return make

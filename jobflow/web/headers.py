@@ -1,4 +1,5 @@
-"""Security headers on every response: a strict Content-Security-Policy and friends, and HSTS with secure cookies."""
+"""Response headers: security headers on every response (a strict Content-Security-Policy and friends, HSTS with
+secure cookies), and the mark of an answer from memory while the database does not answer."""
 
 # Only our own scripts, styles and fetches; no inline script; no framing.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -20,4 +21,16 @@ def security_headers(response):
         headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
     if request.path.startswith(("/admin", "/login", "/api/admin")):
         headers["Cache-Control"] = "no-store"
+    return response
+
+
+STALE_HEADER = "X-JobFlow-Stale"
+
+
+def mark_stale(response, model):
+    """An answer from memory while the database has not answered for a while says so: the seconds since it last did
+    (README, The read path)."""
+    stale = model.stale_for() if model is not None else None
+    if stale is not None:
+        response.headers[STALE_HEADER] = str(int(stale))
     return response

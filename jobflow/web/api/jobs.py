@@ -1,11 +1,13 @@
 """Jobs CRUD: ``/api/jobs``."""
-from flask import jsonify, request, url_for
+from flask import current_app, jsonify, request, url_for
 
+from jobflow import readmodel
 from jobflow.jobs import store
 from jobflow.web.access import bearer_ok, token_required
 from jobflow.web.api.blueprint import bp
 from jobflow.web.api.params import int_arg
 from jobflow.web.errors import APIError
+from jobflow.web.headers import mark_stale
 
 
 def _json_body():
@@ -50,7 +52,18 @@ def list_jobs():
 def get_job(job_id):
     """One job: active ones for everyone; any, with the embedding's error, for token holders."""
     private = bearer_ok()
+    model = None if private else readmodel.for_app(current_app)
+    held = model.job(store.parse_id(job_id)) if model else None
+    if held is not None:
+        return mark_stale(jsonify(held), model)
     return jsonify(store.job_json(store.get_job(job_id, active_only=not private), private=private))
+
+
+def _forget(job_id) -> None:
+    """A job written here leaves this process's memory at once (its next state comes back with the stream)."""
+    model = readmodel.for_app(current_app)
+    if model is not None:
+        model.forget(store.parse_id(job_id))
 
 
 @bp.post("/jobs")
@@ -58,6 +71,7 @@ def get_job(job_id):
 def create_job():
     """Create a job; its embedding is queued."""
     job = store.create_job(store.validate(_json_body()))
+    _forget(job.id)
     response = jsonify(store.job_json(job, private=True))
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_job", job_id=str(job.id))
@@ -70,7 +84,9 @@ def replace_job(job_id):
     """Replace a job's fields."""
     store.get_job(job_id)
     fields = store.validate(_json_body())
-    return jsonify(store.job_json(store.update_job(job_id, fields, replace=True), private=True))
+    job = store.update_job(job_id, fields, replace=True)
+    _forget(job_id)
+    return jsonify(store.job_json(job, private=True))
 
 
 @bp.patch("/jobs/<job_id>")
@@ -79,7 +95,9 @@ def patch_job(job_id):
     """Change some of a job's fields."""
     store.get_job(job_id)
     fields = store.validate(_json_body(), partial=True)
-    return jsonify(store.job_json(store.update_job(job_id, fields), private=True))
+    job = store.update_job(job_id, fields)
+    _forget(job_id)
+    return jsonify(store.job_json(job, private=True))
 
 
 @bp.delete("/jobs/<job_id>")
@@ -87,4 +105,5 @@ def patch_job(job_id):
 def delete_job(job_id):
     """Delete a job."""
     store.delete_job(job_id)
+    _forget(job_id)
     return "", 204
