@@ -160,7 +160,7 @@ def wait_http(port: int, path: str, timeout: float) -> None:
 
 def seed(embedded: int, backlog: int) -> list[str]:
     """Insert the jobs; the embedded ones get the vector the loopback server would return. Their ids."""
-    from jobflow.embeddings.text import combine, embedded_texts, job_text, text_hash
+    from jobflow.embeddings.text import RECIPE, combine, embedded_texts, job_text, text_hash
     from jobflow.jobs import queue
     from jobflow.models import Job
     from jobflow.models.fields import vector_to_bson
@@ -180,7 +180,8 @@ def seed(embedded: int, backlog: int) -> list[str]:
             vector = combine([embed_text(t, DIMENSIONS) for t in embedded_texts(job)])
             docs.append({**job, "createdAt": now, "updatedAt": now, "embedding": {
                 "status": "completed", "vector": vector_to_bson(vector), "model": MODEL, "dimensions": DIMENSIONS,
-                "textHash": text_hash(job_text(job)), "tokens": 0, "generatedAt": now, "retries": 0}})
+                "textHash": text_hash(job_text(job)), "recipe": RECIPE, "tokens": 0, "generatedAt": now,
+                "retries": 0}})
         ids += coll.insert_many(docs).inserted_ids
     log(f"inserted {embedded:,} embedded jobs in {time.monotonic() - started:.1f} s")
     started = time.monotonic()

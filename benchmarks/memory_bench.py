@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jobflow.embeddings.text import RECIPE
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-memory-bench"
 MODELS = {384: "bench-embedding-384", 1536: "text-embedding-3-small"}
@@ -49,7 +51,7 @@ def _seed(uri: str, n: int, dims: int, model: str) -> float:
                            "createdAt": now, "updatedAt": now,
                            "embedding": {"status": "completed", "model": model, "vector": vector_to_bson(v),
                                          "dimensions": dims, "textHash": f"h{start + i}", "language": lang,
-                                         "generatedAt": now}}
+                                         "recipe": RECIPE, "generatedAt": now}}
                           for i, (v, lang) in enumerate(zip(vectors, languages))])
         blocks.append((vectors, languages))
     client.close()

@@ -110,6 +110,31 @@ def test_the_followed_memory_takes_every_write_of_any_writer(app):
         coll.update_one({"_id": closed}, {"$set": {"status": "active"}})
         wait_until("the reopened job", lambda: model.job(closed) is not None, 15)
         assert model.stale_for() is None
+        # A worker's writes (applied from their events, no read): an embedding field by field, a whole one, a list
+        # and its time, a removed list; then every answer equals the database's.
+        now = utcnow()
+        patched = model.follower.patched
+        coll.update_one({"_id": active[6]}, {"$set": {"embedding.status": "completed", "embedding.model": "m2",
+                                                      "embedding.vector": [0.1, 0.2], "embedding.tokens": 77,
+                                                      "embedding.generatedAt": now, "embedding.language": "sq"},
+                                             "$unset": {"embedding.error": ""}})
+        coll.update_one({"_id": active[7]}, {"$set": {"embedding": {"status": "failed", "model": "m3", "error": "x"}}})
+        coll.update_one({"_id": active[8]}, {"$set": {"similarJobs": [{"jobId": active[9], "score": 0.5}],
+                                                      "similarityMetadata.computedAt": now}})
+        coll.update_one({"_id": active[9]}, {"$unset": {"similarJobs": "", "similarityMetadata": ""}})
+
+        def equal_everywhere():
+            for job_id in active[3:12]:
+                if json.loads(json.dumps(job_json(get_job(job_id, active_only=True)))) != model.job(job_id):
+                    return False
+                for language in (None, "sq", "en"):
+                    body, cached = model.similar(job_id, 10, language)
+                    if json.loads(body) != json.loads(json.dumps(similar_jobs(str(job_id), 10, True, language))):
+                        return False
+            return True
+
+        wait_until("every answer as the database's after the workers' writes", equal_everywhere, 15)
+        assert model.follower.patched - patched >= 3     # the three $set writes (an $unset may come as a replace)
     finally:
         model.stop()
 

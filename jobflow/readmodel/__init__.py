@@ -41,8 +41,9 @@ class ReadModel:
         return None if entry is None else entry.job()
 
     def forget(self, job_id: ObjectId) -> None:
-        """A job this process just wrote: answered from the database until the stream brings it back."""
+        """A job this process just wrote: answered from the database until it has been read again."""
         self.memory.forget(job_id.binary)
+        self.follower.reread(job_id)
 
     def stale_for(self) -> float | None:
         """Seconds since the database last answered, when that is long enough to say so; else None."""

@@ -34,8 +34,8 @@ POLL_MARGIN = timedelta(seconds=5)   # polling reads a little of the past again:
 NO_CHANGE_STREAMS = {40573}
 HISTORY_LOST = {286, 280, 260, 9}
 FIELDS = {"embedding.vector": 0}
-# Only what the memory needs of an event: which job, what happened, and a status written.
-PIPELINE = [{"$project": {"operationType": 1, "documentKey": 1, "updateDescription.updatedFields.status": 1}}]
+# What the memory needs of an event: which job, what happened, and what an update wrote (not the whole document).
+PIPELINE = [{"$project": {"operationType": 1, "documentKey": 1, "updateDescription": 1}}]
 
 
 class Follower:
@@ -51,6 +51,8 @@ class Follower:
         self.stream = None
         self.token = None           # the stream's position after the last handled batch
         self._dirty: set = set()
+        self._lock = threading.Lock()
+        self.patched = 0            # updates applied from their events, with no read
         self._reloaded = 0.0
         self._level_read = 0.0
         self.thread = threading.Thread(target=self._run, name="read-model", daemon=True)
@@ -164,16 +166,26 @@ class Follower:
             raise OperationFailure("the jobs collection was dropped or renamed", code=260)
         if key is None or not hasattr(key, "binary"):
             return
-        status = ((event.get("updateDescription") or {}).get("updatedFields") or {}).get("status", "active")
-        if kind == "delete" or status != "active":
+        update = event.get("updateDescription") or {}
+        updated, removed = update.get("updatedFields") or {}, update.get("removedFields") or []
+        if kind == "delete" or updated.get("status", "active") != "active" or "status" in removed:
             self.memory.forget(key.binary)      # out of every answer now; a reopened job is read again below
+        elif kind == "update" and self.memory.patch(key, updated, removed):
+            self.patched += 1                   # a list or an embedding written by a worker: applied as it is
+            return
         if kind != "delete":
-            self._dirty.add(key)
+            self.reread(key)
+
+    def reread(self, job_id) -> None:
+        """Read this job again soon (its next state, whatever wrote it)."""
+        with self._lock:
+            self._dirty.add(job_id)
 
     def _reread(self) -> None:
         while self._dirty:
             # A read of at most CHUNK ids each: a long $in costs the embedded database time in its square.
-            ids = [self._dirty.pop() for _ in range(min(commands.CHUNK, len(self._dirty)))]
+            with self._lock:
+                ids = [self._dirty.pop() for _ in range(min(commands.CHUNK, len(self._dirty)))]
             found = {d["_id"]: d for d in Job._get_collection().find({"_id": {"$in": ids}}, FIELDS)}
             self._touch()
             for job_id in ids:

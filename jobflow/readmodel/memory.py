@@ -70,7 +70,7 @@ class Memory:
     def put(self, doc: dict) -> None:
         """Hold an active job's current state (a job that is not active is forgotten)."""
         key = doc["_id"].binary
-        if doc.get("status", "active") != "active":
+        if doc.get("status") != "active":      # as the database's answers: a job without a status is not listed
             self.forget(key)
             return
         entry = Entry(doc)
@@ -81,6 +81,25 @@ class Memory:
                 value = getattr(entry, name)
                 if value:
                     self.by_field[name].setdefault(value, set()).add(key)
+
+    def patch(self, job_id: ObjectId, updated: dict, removed: list) -> bool:
+        """Apply a workers' write (a job's list, its embedding) from its change event, with no read; False when the
+        write touched anything else or does not fit (the caller reads the job again)."""
+        names = [*updated, *removed]
+        if not names or any(name.split(".")[0] not in PATCHED for name in names):
+            return False
+        key = job_id.binary
+        entry = self.jobs.get(key)
+        if entry is None:
+            return True         # not held: not active, or an insert about to be read
+        patched = _patched(entry, updated, removed)
+        if patched is None:
+            return False
+        with self.lock:
+            if self.jobs.get(key) is not entry:
+                return False    # changed meanwhile
+            self.jobs[key] = patched
+        return True
 
     def forget(self, key: bytes) -> None:
         with self.lock:
@@ -193,6 +212,70 @@ class _Attributes:
     def __init__(self, values: dict, names):
         for name in names:
             setattr(self, name, values.get(name))
+
+
+PATCHED = {"similarJobs", "similarityMetadata", "embedding"}
+SHOWN_EMBEDDING = {"status": str, "model": str, "dimensions": int, "tokens": int, "generatedAt": datetime}
+HIDDEN_EMBEDDING = {"vector", "textHash", "recipe", "error", "retries"}
+_UNCHANGED = object()
+
+
+def _patched(entry: Entry, updated: dict, removed: list) -> Entry | None:
+    """A copy of ``entry`` with the update applied, or None when it does not fit what the model would read."""
+    detail = entry.job()
+    similar, scores, computed = entry.similar, entry.scores, entry.computed
+    embedding = detail.get("embedding")
+    language = _UNCHANGED     # unless the embedding's language is written
+    changes = [(name, value, False) for name, value in updated.items()] + [(name, None, True) for name in removed]
+    for name, value, gone in changes:
+        top, _, rest = name.partition(".")
+        if top == "similarJobs":
+            if rest or not (gone or isinstance(value, list) and all(
+                    isinstance(e, dict) and isinstance(e.get("jobId"), ObjectId)
+                    and isinstance(e.get("score"), (int, float)) and not isinstance(e.get("score"), bool)
+                    for e in value)):
+                return None
+            similar = b"".join(e["jobId"].binary for e in value or [])
+            scores = array("d", (float(e["score"]) for e in value or []))
+        elif top == "similarityMetadata":
+            at = (value or {}).get("computedAt") if not rest else value if rest == "computedAt" else computed
+            if not rest and not (gone or isinstance(value, dict)):
+                return None
+            if rest in ("", "computedAt"):
+                computed = iso(at) if isinstance(at, datetime) else None
+        elif not rest:                                          # the whole embedding
+            if gone or value is None:
+                embedding, language = None, None
+                continue
+            if not isinstance(value, dict) or not all(_fits(value.get(n), kind) for n, kind in SHOWN_EMBEDDING.items()):
+                return None
+            embedding = {n: (iso(value.get(n)) if n == "generatedAt" else value.get(n)) for n in SHOWN_EMBEDDING}
+            language = value.get("language") if isinstance(value.get("language"), str) else None
+        elif rest in SHOWN_EMBEDDING:
+            if embedding is None or not (gone or _fits(value, SHOWN_EMBEDDING[rest])):
+                return None
+            embedding[rest] = iso(value) if rest == "generatedAt" and not gone else value
+        elif rest == "language":
+            if not (gone or isinstance(value, str)):
+                return None
+            language = value
+        elif rest not in HIDDEN_EMBEDDING:
+            return None
+    detail["embedding"] = embedding
+    detail["similarJobsCount"] = len(scores)
+    copy = object.__new__(Entry)
+    for slot in Entry.__slots__:
+        setattr(copy, slot, getattr(entry, slot))
+    copy.detail = zlib.compress(json.dumps(detail, separators=(",", ":")).encode(), 1)
+    copy.similar, copy.scores, copy.computed = similar, scores, computed
+    if language is not _UNCHANGED:
+        copy.language = sys.intern(stored_language({"language": detail.get("language"),
+                                                    "embedding": {"language": language}}))
+    return copy
+
+
+def _fits(value, kind) -> bool:
+    return value is None or (isinstance(value, kind) and not isinstance(value, bool))
 
 
 def _item(entry: Entry, score) -> bytes:
