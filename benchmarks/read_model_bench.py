@@ -164,6 +164,8 @@ def bound_run(jobs: int, backlog: int, closes: int) -> dict:
                 bounds.append(last_seen * 1000)
             bounds.sort()
             drained = db.jobqueues.count_documents({"status": "completed"}) if backlog else 0
+            if backlog and not drained:
+                _log("the worker drained nothing; its log ends:\n" + (folder / "worker.log").read_text(errors="replace")[-3000:])
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)

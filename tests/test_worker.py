@@ -220,3 +220,20 @@ def test_lists_are_coalesced_and_written_within_the_flush_bound(openai_settings,
     lags = [(listed[j] - generated[j]).total_seconds() for j in ids if j in listed]
     assert len(lags) == len(ids) and max(lags) <= bound, (max(lags), bound)
     assert len(durations) == 16 and 2 <= len([w for w in writes if w]) <= len(durations) // 2   # coalesced
+
+
+def test_a_job_written_with_a_null_embedding_is_embedded(openai_settings, server):
+    """A board whose own schema writes ``embedding: null`` (a Mongoose default, say): its jobs get embedded."""
+    settings = openai_settings(EMBEDDING_WORKER_INTERVAL=100)
+    ids = add_jobs([{**job, "embedding": None} for job in simple_jobs(4)])
+    worker = Worker(settings)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while queue.counts()["completed"] < 4:
+            assert time.monotonic() < deadline, queue.counts()
+            time.sleep(0.05)
+    finally:
+        worker.stop(timeout=5)
+    for doc in Job._get_collection().find({"_id": {"$in": ids}}):
+        assert doc["embedding"]["status"] == "completed" and len(vector_from_bson(doc["embedding"]["vector"])) > 0

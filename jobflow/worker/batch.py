@@ -195,13 +195,13 @@ class BatchProcessor:
             except InvalidVector as exc:
                 bad.append((entry, str(exc)))
         if good:
-            ops = [UpdateOne({"_id": entry.job["_id"]}, {"$set": {
-                "embedding.status": "completed", "embedding.vector": vector_to_bson(vector),
-                "embedding.model": result.model, "embedding.dimensions": int(vector.shape[0]),
-                "embedding.textHash": entry.digest, "embedding.recipe": RECIPE,
-                "embedding.language": entry.language, "embedding.tokens": int(tokens),
-                "embedding.generatedAt": now, "embedding.error": None,
-                "embedding.retries": int(entry.item.get("attempts", 1)) - 1}})
+            # The whole embedding at once: every field is written, and a writer's ``embedding: null`` takes it too
+            # (a field cannot be set inside null).
+            ops = [UpdateOne({"_id": entry.job["_id"]}, {"$set": {"embedding": {
+                "status": "completed", "vector": vector_to_bson(vector), "model": result.model,
+                "dimensions": int(vector.shape[0]), "textHash": entry.digest, "recipe": RECIPE,
+                "language": entry.language, "tokens": int(tokens), "generatedAt": now, "error": None,
+                "retries": int(entry.item.get("attempts", 1)) - 1}}})
                 for entry, vector, tokens in good]
             ids = [entry.job["_id"] for entry, _, _ in good]
             with self.lists.store(ids) if self.lists is not None else nullcontext():
@@ -254,13 +254,14 @@ class BatchProcessor:
         failed = []
         for item, job, *_ in group:
             if queue.fail(item, self.worker_id, error, self.policy, retryable=retryable) == "failed":
+                failed.append(UpdateOne({"_id": job["_id"], "embedding": None}, {"$set": {"embedding": {}}}))
                 failed.append(UpdateOne({"_id": job["_id"]}, {"$set": {
                     # retries = attempts made, so the runbook's query (embedding.retries >= QUEUE_MAX_ATTEMPTS)
                     # finds the jobs that used up their attempts.
                     "embedding.status": "failed", "embedding.error": error[:500],
                     "embedding.retries": int(item.get("attempts", 1))}}))
         if failed:
-            Job._get_collection().bulk_write(failed, ordered=False)
+            Job._get_collection().bulk_write(failed, ordered=True)   # a null embedding becomes {} first
         self._count(failed=len(group))
         log.warning("%d items failed an attempt: %s", len(group), error)
 
