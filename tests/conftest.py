@@ -36,7 +36,7 @@ def make_app(db_uri, tmp_path):
                   "ADMIN_API_TOKEN": "test-token", "WTF_CSRF_ENABLED": True, "DEMO_DATA": False,
                   "DEBUG_EMBEDDINGS": False, "DEBUG_WORKER": False, "DEBUG_QUEUE": False,
                   # Answers from the database: a test that writes straight into it reads its write back at once.
-                  "READ_MODEL": "false"}
+                  "READ_MODEL": False}
         config.update(overrides)
         return create_app(config)
     return make

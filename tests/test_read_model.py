@@ -140,7 +140,7 @@ def test_the_followed_memory_takes_every_write_of_any_writer(app):
 
 
 def test_the_api_and_the_page_answer_from_memory(make_app):
-    app = make_app(READ_MODEL="true")
+    app = make_app(READ_MODEL=True)
     with app.app_context():
         ids = board(30)
         client = app.test_client()

@@ -77,7 +77,9 @@ def test_sigkill_mid_batch_loses_nothing(app, db_uri, tmp_path, workers):
         held = {d["_id"] for d in QueueItem._get_collection().find({"status": "processing", "lockedBy": dead_id},
                                                                     {"_id": 1})}
         assert held
-        rescuer = workers(env)
+        # The rescuer takes the dead worker's items after 8 s; its own are never taken as hung (24 s) while a
+        # batch of a loaded machine runs long.
+        rescuer = workers({**env, "QUEUE_STUCK_TIMEOUT": "8000"})
         seconds_until("the rescue", lambda: completed_count() == 600, 60, processes=[rescuer], seen=queue_state)
         # Vectors the dead worker stored but whose lists it had not flushed: their items were claimed again,
         # found current, and their lists (and the lists they enter) computed again.
