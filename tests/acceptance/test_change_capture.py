@@ -291,8 +291,8 @@ def test_the_other_worker_takes_over_when_the_capturing_one_is_killed(board):
     doomed = next(w for w in board.workers if f":{w.pid}:" in owner)
     survivor = next(w for w in board.workers if w is not doomed)
     before = board.provider.embedded
-    writer = board.write_in_background("trickle", tag="kill", n=400, rate=60)
-    wait_until("100 jobs written", lambda: board.jobs.count_documents({"title": {"$regex": "kill-"}}) >= 100, 60)
+    writer = board.write_in_background("trickle", tag="kill", n=240, rate=60)
+    wait_until("80 jobs written", lambda: board.jobs.count_documents({"title": {"$regex": "kill-"}}) >= 80, 60)
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.wait(10)
     held = held_by(board, owner)
@@ -314,14 +314,14 @@ def test_the_other_worker_takes_over_when_the_capturing_one_is_killed(board):
 
 
 def test_the_database_killed_and_restarted_mid_stream_loses_nothing(board):
-    writer = board.write_in_background("trickle", tag="dbkill", n=300, rate=60)
-    wait_until("80 jobs written", lambda: board.jobs.count_documents({"title": {"$regex": "dbkill-"}}) >= 80, 60)
+    writer = board.write_in_background("trickle", tag="dbkill", n=180, rate=60)
+    wait_until("60 jobs written", lambda: board.jobs.count_documents({"title": {"$regex": "dbkill-"}}) >= 60, 60)
     board.db.kill()
     board.db.start()
     out, err = writer.communicate(timeout=180)
     assert writer.returncode == 0, err[-2000:]
     ids = json.loads(out.strip().splitlines()[-1])["ids"]
-    assert len(ids) == 300
+    assert len(ids) == 180
     board.wait_embedded(ids, "every job written around the database restart embedded")
     board.wait_listed(ids[-50:])
 
@@ -344,7 +344,7 @@ def test_lost_history_is_swept_and_everything_caught_up(board):
     board.db.stop()
     board.db.args = ["--oplog-max-entries", "10"]      # a database that keeps almost no history
     board.db.start()
-    new = board.write("insert_many", tag="lost", n=1200)["ids"]
+    new = board.write("insert_many", tag="lost", n=1200)["ids"]   # enough for the server to drop the old history
     board.start()
     board.wait_embedded(new, "1,200 jobs written while the history was lost embedded")
     logs = "".join(w.output() for w in board.workers)
