@@ -35,12 +35,14 @@ def test_a_probe_slower_than_the_target_waits_twice_its_time(app, paced):
 
 
 def test_queue_writes_are_paced_a_command_at_a_time(app, paced):
-    """A claim and a completion of 120 items are three write commands each (50 items a command), each probed."""
+    """Queueing, claiming and completing 120 items are three write commands each (50 items a command), each
+    probed."""
     from bson import ObjectId
-    queue.enqueue_many([ObjectId() for _ in range(120)])
     pacing.configure(10_000)
+    start = paced.probes
+    assert queue.enqueue_many([ObjectId() for _ in range(120)]) == 120 and paced.probes - start == 3
     claimed = queue.claim("w1", 120)
-    assert len(claimed) == 120 and paced.probes == 3
-    assert queue.complete([d["_id"] for d in claimed], "w1", queue.QueuePolicy()) == 120 and paced.probes == 6
+    assert len(claimed) == 120 and paced.probes - start == 6
+    assert queue.complete([d["_id"] for d in claimed], "w1", queue.QueuePolicy()) == 120 and paced.probes - start == 9
     assert Job._get_collection().find_one({"_id": pacing._PROBE_ID}) is None   # the probe reads no job
 
