@@ -320,12 +320,8 @@ class Capture:
         self._saved_token, self._token_saved_at = token, time.monotonic()
 
     def _close(self) -> None:
-        if self.stream is not None:
-            try:
-                self.stream.close()
-            except PyMongoError:
-                pass
-            self.stream = None
+        commands.close_quietly(self.stream)
+        self.stream = None
 
     # ----- poll -----------------------------------------------------------------------------------------------
     def _poll(self) -> None:

@@ -11,6 +11,8 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence, TypeVar
 
+from pymongo.errors import PyMongoError
+
 CHUNK = 50      # documents per command
 T = TypeVar("T")
 _gate: Callable[[], float] | None = None
@@ -37,6 +39,16 @@ def ungated():
         yield
     finally:
         _thread.ungated = False
+
+
+def close_quietly(cursor) -> None:
+    """Close a cursor or change stream (None: nothing); a database that no longer answers is no error here."""
+    if cursor is None:
+        return
+    try:
+        cursor.close()
+    except PyMongoError:
+        pass
 
 
 def chunks(items: Sequence) -> Iterator[Sequence]:

@@ -2,10 +2,11 @@
 
 A thread opens the jobs' change stream first, then loads every active job in pages (until that load ends the
 process answers from the database), then follows the stream: a deletion, or a status written as anything but
-active, is applied from the event at once; every other event has its job read again, at most every
-``REREAD_SECONDS``, a batch in one query. Where the database offers no change streams, jobs written since the last
-look (``updatedAt``) are read every second, and the whole set again every ``RELOAD_SECONDS`` (lists written by the
-workers, deletions). The rollback level is read every second, so that answers never wait for it.
+active, is applied from the event at once, and so is a worker's write of a list or an embedding; every other
+event has its job read again once the events at hand are taken, 50 ids a query. Where the database offers no
+change streams, jobs written since the last look (``updatedAt``) are read every second, and the whole set again
+every ``RELOAD_SECONDS`` (lists written by the workers, deletions). The rollback level is read every second, so
+that answers never wait for it.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from jobflow.timeutil import utcnow
 log = logging.getLogger("jobflow.readmodel")
 
 PAGE = 1000                 # jobs read per page while loading
-REREAD_SECONDS = 0.3        # changed jobs are read again in batches this often at most
 LEVEL_SECONDS = 1.0         # the rollback level is read this often
 POLL_SECONDS = 1.0          # without change streams: jobs written since the last look, this often
 RELOAD_SECONDS = 30.0       # ... and every job again this often
@@ -122,17 +122,15 @@ class Follower:
 
     def _load(self) -> None:
         started = time.monotonic()
-        seen = self._read_all()
-        for key in self.memory.keys() - seen:
-            self.memory.forget(key)
+        self._reload()
         self._read_level(force=True)
         self.loaded = True
-        self._reloaded = time.monotonic()
         log.info("read model: %d active jobs in memory in %.1fs (%s); answers come from memory", len(self.memory),
                  time.monotonic() - started, "following the change stream" if self.stream is not None else
                  f"no change streams: polling updatedAt every {POLL_SECONDS:.0f}s, every job every {RELOAD_SECONDS:.0f}s")
 
-    def _read_all(self) -> set:
+    def _reload(self) -> None:
+        """Every active job read again, in pages; jobs no longer found are forgotten."""
         seen: set = set()
         after = None
         while not self.stopping.is_set():
@@ -145,7 +143,9 @@ class Follower:
                 self._put(doc)
                 seen.add(doc["_id"].binary)
             after = docs[-1]["_id"]
-        return seen
+        for key in self.memory.keys() - seen:
+            self.memory.forget(key)
+        self._reloaded = time.monotonic()
 
     def _follow(self) -> None:
         while not self.stopping.is_set():
@@ -157,7 +157,6 @@ class Follower:
             self._reread()
             self.token = self.stream.resume_token
             self._read_level()
-            self.stopping.wait(REREAD_SECONDS if self._dirty else 0)
 
     def _event(self, event: dict) -> None:
         kind = event.get("operationType")
@@ -199,10 +198,7 @@ class Follower:
         mark = utcnow()
         while not self.stopping.is_set():
             if time.monotonic() - self._reloaded > RELOAD_SECONDS:
-                seen = self._read_all()
-                for key in self.memory.keys() - seen:
-                    self.memory.forget(key)
-                self._reloaded = time.monotonic()
+                self._reload()
             since, mark = mark, utcnow()
             for doc in Job._get_collection().find({"updatedAt": {"$gte": since - POLL_MARGIN}}, FIELDS):
                 self._put(doc)
@@ -227,9 +223,5 @@ class Follower:
         self.contact = time.monotonic()
 
     def _close(self) -> None:
-        if self.stream is not None:
-            try:
-                self.stream.close()
-            except PyMongoError:
-                pass
-            self.stream = None
+        commands.close_quietly(self.stream)
+        self.stream = None

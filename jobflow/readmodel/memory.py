@@ -38,16 +38,15 @@ class Entry:
         detail = job_json(job)
         card = {k: v for k, v in job_json(job, detail=False).items() if k in CARD_FIELDS}
         self.card = json.dumps(card, separators=(",", ":")).encode()
-        self.detail = zlib.compress(json.dumps(detail, separators=(",", ":")).encode(), 1)
+        self.detail = _pack(detail)
         self.language = sys.intern(stored_language(job))
         self.category = sys.intern(job.category) if job.category else None
         self.location = sys.intern(job.location) if job.location else None
         created = job.createdAt.timestamp() if isinstance(job.createdAt, datetime) else 0.0
         # Newest first; of two created at once, the first stored first (as the database's sort returns them).
         self.order = (created, -int.from_bytes(job.id.binary, "big"))
-        entries = [e for e in (job.similarJobs or []) if e.jobId is not None]
-        self.similar = b"".join(e.jobId.binary for e in entries)
-        self.scores = array("d", (float(e.score or 0.0) for e in entries))
+        self.similar, self.scores = _list_of([(e.jobId, e.score or 0.0) for e in job.similarJobs or []
+                                              if e.jobId is not None])
         computed = (job.similarityMetadata or {}).get("computedAt")
         self.computed = iso(computed) if isinstance(computed, datetime) else None
 
@@ -179,18 +178,10 @@ _EMBEDDING_TYPES = {"status": str, "model": str, "dimensions": int, "tokens": in
 def _plain(doc: dict) -> bool:
     if not isinstance(doc.get("_id"), ObjectId) or doc.get("status") != "active":
         return False
-    for name, kind in _TYPES.items():
-        value = doc.get(name)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            return False
-    for name, kind in _EMBEDDING_TYPES.items():
-        value = (doc.get("embedding") or {}).get(name)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            return False
-    if doc.get("embedding", {}) and doc["embedding"].get("status") not in (None, *EMBEDDING_STATUSES):
-        return False
-    return all(isinstance(e, dict) and isinstance(e.get("jobId"), ObjectId) and isinstance(e.get("score"), (int, float))
-               and not isinstance(e.get("score"), bool) for e in doc.get("similarJobs") or [])
+    embedding = doc.get("embedding") or {}
+    return (all(_fits(doc.get(name), kind) for name, kind in _TYPES.items())
+            and all(_fits(embedding.get(name), kind) for name, kind in _EMBEDDING_TYPES.items())
+            and embedding.get("status") in (None, *EMBEDDING_STATUSES) and _entries_fit(doc.get("similarJobs") or []))
 
 
 class _Plain:
@@ -230,13 +221,9 @@ def _patched(entry: Entry, updated: dict, removed: list) -> Entry | None:
     for name, value, gone in changes:
         top, _, rest = name.partition(".")
         if top == "similarJobs":
-            if rest or not (gone or isinstance(value, list) and all(
-                    isinstance(e, dict) and isinstance(e.get("jobId"), ObjectId)
-                    and isinstance(e.get("score"), (int, float)) and not isinstance(e.get("score"), bool)
-                    for e in value)):
+            if rest or not (gone or isinstance(value, list) and _entries_fit(value)):
                 return None
-            similar = b"".join(e["jobId"].binary for e in value or [])
-            scores = array("d", (float(e["score"]) for e in value or []))
+            similar, scores = _list_of([(e["jobId"], e["score"]) for e in value or []])
         elif top == "similarityMetadata":
             at = (value or {}).get("computedAt") if not rest else value if rest == "computedAt" else computed
             if not rest and not (gone or isinstance(value, dict)):
@@ -266,7 +253,7 @@ def _patched(entry: Entry, updated: dict, removed: list) -> Entry | None:
     copy = object.__new__(Entry)
     for slot in Entry.__slots__:
         setattr(copy, slot, getattr(entry, slot))
-    copy.detail = zlib.compress(json.dumps(detail, separators=(",", ":")).encode(), 1)
+    copy.detail = _pack(detail)
     copy.similar, copy.scores, copy.computed = similar, scores, computed
     if language is not _UNCHANGED:
         copy.language = sys.intern(stored_language({"language": detail.get("language"),
@@ -276,6 +263,21 @@ def _patched(entry: Entry, updated: dict, removed: list) -> Entry | None:
 
 def _fits(value, kind) -> bool:
     return value is None or (isinstance(value, kind) and not isinstance(value, bool))
+
+
+def _entries_fit(entries: list) -> bool:
+    """Every entry of a stored list names a job and a numeric score."""
+    return all(isinstance(e, dict) and isinstance(e.get("jobId"), ObjectId) and e.get("score") is not None
+               and _fits(e.get("score"), (int, float)) for e in entries)
+
+
+def _list_of(entries: list) -> tuple[bytes, array]:
+    """A list held compactly: the ids' 12 bytes each, and the scores."""
+    return b"".join(job_id.binary for job_id, _ in entries), array("d", (float(score) for _, score in entries))
+
+
+def _pack(detail: dict) -> bytes:
+    return zlib.compress(json.dumps(detail, separators=(",", ":")).encode(), 1)
 
 
 def _item(entry: Entry, score) -> bytes:
