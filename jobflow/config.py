@@ -87,12 +87,9 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def _optional_bool(raw: str) -> bool | None:
-    return None if not raw.strip() else _bool(raw)
-
-
-def _optional_port(raw: str) -> int | None:
-    return None if not raw.strip() else _int(1, 65535)(raw)
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Empty is None (decided later from other settings), anything else is ``parse``d."""
+    return lambda raw: parse(raw) if raw.strip() else None
 
 
 def _text(raw: str) -> str:
@@ -180,7 +177,7 @@ def _values(raw: str) -> list[str]:
 
 def _base_url(raw: str) -> str:
     value = raw.strip().rstrip("/")
-    if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
+    if value and not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
         raise ValueError("expected an http:// or https:// URL, such as https://jobs.example.com")
     return value
 
@@ -251,21 +248,23 @@ SETTINGS: list[Setting] = [
     Setting("ALERT_THRESHOLD_FAILED_ITEMS", "50", _int(1), "health degraded (and a dashboard banner) when failed queue items reach this", group="Alerts"),
     Setting("ALERT_CHECK_INTERVAL", "60000", _int(1000), "how often a worker checks the alert rules (one process at a time), ms", group="Alerts"),
     Setting("MAIL_SERVER", "", _text, "SMTP host (EMAIL_HOST is accepted too)", group="Alerts"),
-    Setting("MAIL_PORT", "", _optional_port, "SMTP port (EMAIL_PORT is accepted too); empty = 587", group="Alerts"),
+    Setting("MAIL_PORT", "", _optional(_int(1, 65535)), "SMTP port (EMAIL_PORT is accepted too); empty = 587", group="Alerts"),
     Setting("MAIL_USERNAME", "", _text, "SMTP user (EMAIL_USER is accepted too)", group="Alerts"),
     Setting("MAIL_PASSWORD", "", _text, "SMTP password (EMAIL_PASS is accepted too)", secret=True, group="Alerts"),
-    Setting("MAIL_USE_TLS", "", _optional_bool, "STARTTLS; empty = on for port 587", group="Alerts"),
+    Setting("MAIL_USE_TLS", "", _optional(_bool), "STARTTLS; empty = on for port 587", group="Alerts"),
     Setting("MAIL_TIMEOUT", "10000", _int(100), "SMTP connection and reply timeout, ms", group="Alerts"),
     Setting("ALERT_REMINDER_INTERVAL", "3600000", _int(1000), "while an alert stays open, a reminder email at most this often, ms", group="Alerts"),
     Setting("ALERT_COVERAGE_DROP", "0.05", _share, "alert when embedding coverage of active jobs fell by more than this share within the last hour", group="Alerts"),
     Setting("ALERT_COVERAGE_MIN", "0", _share, "alert when embedding coverage of active jobs is below this share; 0 = off (0.95 suits a migrated board)", group="Alerts"),
-    Setting("PUBLIC_BASE_URL", "http://127.0.0.1:5001", _base_url, "the dashboard's address as admins reach it, for links in alert emails", group="Alerts"),
+    Setting("PUBLIC_BASE_URL", "", _base_url, "the dashboard's address as admins reach it, for links in alert emails; empty = http://HOST:PORT (127.0.0.1 when HOST is 0.0.0.0 or ::)", group="Alerts"),
     # Database and web
     Setting("MONGODB_URI", "", _mongodb_uri, "MongoDB URI with database name; empty = embedded SecantusDB under instance/", secret=True, group="Web and database"),
     Setting("PORT", "5001", _int(1, 65535), "HTTP port", group="Web and database"),
     Setting("HOST", "127.0.0.1", _text, "address python app.py and gunicorn listen on; 0.0.0.0 = every interface (put a reverse proxy with TLS in front)", group="Web and database"),
     Setting("TRUSTED_PROXIES", "0", _int(0, 10), "reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are trusted (0 = none)", group="Web and database"),
     Setting("SESSION_COOKIE_SECURE", "", _choice("", "true", "false"), "dashboard cookies over HTTPS only, and HSTS; empty = when PUBLIC_BASE_URL is https", group="Web and database"),
+    Setting("SESSION_IDLE_MINUTES", "30", _int(1, 1440), "a dashboard session unused this long is signed out (the live regions of a visible page keep it in use)", group="Web and database"),
+    Setting("SESSION_MAX_HOURS", "12", _int(1, 720), "a dashboard session ends this long after its sign-in, in use or not", group="Web and database"),
     Setting("SECRET_KEY", "", _secret(32), "session signing key, at least 32 characters; empty = generated once and kept in instance/secret_key", secret=True, group="Web and database"),
     Setting("ADMIN_API_TOKEN", "", _secret(16), "Bearer token for job writes and the admin API, at least 16 characters; empty = generated once and kept in instance/api_token", secret=True, group="Web and database"),
     Setting("API_MAX_BODY_BYTES", "1048576", _int(1024), "largest accepted request body, bytes", group="Web and database"),
@@ -320,6 +319,9 @@ def _derive(values: dict[str, Any]) -> list[str]:
     if values["MAIL_USE_TLS"] in ("", None):
         values["MAIL_USE_TLS"] = values["MAIL_PORT"] == 587
     values["MAIL_DEFAULT_SENDER"] = values["ALERT_EMAIL_FROM"]
+    if not values["PUBLIC_BASE_URL"]:   # where this machine reaches the app; loopback when it listens on every interface
+        host = values["HOST"].strip("[]") if values["HOST"].strip("[]") not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        values["PUBLIC_BASE_URL"] = f"http://{f'[{host}]' if ':' in host else host}:{values['PORT']}"
     if values["WORKER_DEAD_THRESHOLD"] <= values["WORKER_HEARTBEAT_INTERVAL"]:
         problems.append("WORKER_DEAD_THRESHOLD: must be longer than WORKER_HEARTBEAT_INTERVAL")
     if values["JOBS_SOURCE_COLLECTION"] == "jobs":

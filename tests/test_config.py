@@ -142,3 +142,40 @@ def test_start_up_with_a_short_token_prints_one_line_without_it(tmp_path):
     assert lines == ["jobflow: cannot start: ADMIN_API_TOKEN=(hidden): too short: expected at least 16 characters "
                      "(or empty to generate one)"]
     assert "Zq7" not in result.stdout + result.stderr
+
+
+def test_public_base_url_follows_host_and_port_unless_set():
+    """Alert emails link to the port the app listens on (it stayed at 5001 when PORT changed)."""
+    assert load_settings({})["PUBLIC_BASE_URL"] == "http://127.0.0.1:5001"
+    assert load_settings({"PORT": "8080"})["PUBLIC_BASE_URL"] == "http://127.0.0.1:8080"
+    assert load_settings({"PORT": "8080", "HOST": "0.0.0.0"})["PUBLIC_BASE_URL"] == "http://127.0.0.1:8080"
+    assert load_settings({"HOST": "::", "PORT": "8081"})["PUBLIC_BASE_URL"] == "http://127.0.0.1:8081"
+    assert load_settings({"HOST": "::1", "PORT": "8081"})["PUBLIC_BASE_URL"] == "http://[::1]:8081"
+    assert load_settings({"HOST": "10.0.0.5", "PORT": "8082"})["PUBLIC_BASE_URL"] == "http://10.0.0.5:8082"
+    explicit = {"PORT": "8080", "PUBLIC_BASE_URL": "https://jobs.example.com/"}
+    assert load_settings(explicit)["PUBLIC_BASE_URL"] == "https://jobs.example.com"
+    with pytest.raises(ConfigError, match="PUBLIC_BASE_URL='ftp://x': expected an http:// or https:// URL"):
+        load_settings({"PUBLIC_BASE_URL": "ftp://x"})
+    assert "\n# PUBLIC_BASE_URL=\n" in env_example()     # the default follows PORT: nothing to copy
+
+
+def test_alert_email_links_follow_the_port(make_app):
+    from datetime import datetime, timezone
+
+    from jobflow.alerts.notify import render_alert_email
+    app = make_app(PORT=8123)
+    assert app.config["PUBLIC_BASE_URL"] == "http://127.0.0.1:8123"
+    alert = {"key": "queue", "title": "Queue too long", "page": "/admin/embeddings/queue",
+             "openedAt": datetime(2025, 1, 1, tzinfo=timezone.utc)}
+    with app.app_context():
+        _, text, html = render_alert_email(alert, "opened", datetime(2025, 1, 1, 1, tzinfo=timezone.utc), app.config)
+    assert "http://127.0.0.1:8123/admin/embeddings/queue" in text and "127.0.0.1:5001" not in text + html
+
+
+def test_session_lifetimes_are_settings():
+    s = load_settings({})
+    assert (s["SESSION_IDLE_MINUTES"], s["SESSION_MAX_HOURS"]) == (30, 12)
+    assert load_settings({"SESSION_IDLE_MINUTES": "5", "SESSION_MAX_HOURS": "1"})["SESSION_IDLE_MINUTES"] == 5
+    for name, value in (("SESSION_IDLE_MINUTES", "0"), ("SESSION_MAX_HOURS", "1000"), ("SESSION_IDLE_MINUTES", "1h")):
+        with pytest.raises(ConfigError, match=f"^{name}="):
+            load_settings({name: value})
