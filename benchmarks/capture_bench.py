@@ -118,9 +118,9 @@ def run(seconds: float = 60, rates=(50, 200), drain_jobs: int = 3000, latency: f
     server = EmbeddedServer(folder / "secantus")
     out = {"lags": [], "drains": []}
     try:
-        base = server.ensure().rsplit("/", 1)[0]
-        uri = f"{base}/capture_bench"
-        db = MongoClient(base, tz_aware=True).capture_bench
+        server.ensure()
+        uri = server.uri_for("capture_bench")
+        db = MongoClient(uri, tz_aware=True).capture_bench
         with EmbeddingsServer(latency=latency) as provider:
             worker = _worker(uri, provider, folder, "auto")
             try:

@@ -386,7 +386,7 @@ def report_slow_ops(slowms: int) -> None:
 # ----- the run ---------------------------------------------------------------------------------------------------
 
 def run(args) -> int:
-    from jobflow.db import EmbeddedServer, connect, free_port
+    from jobflow.db import EmbeddedServer, connect, free_port, where
     from jobflow.models import ensure_indexes
     from jobflow.timeutil import utcnow
 
@@ -399,7 +399,7 @@ def run(args) -> int:
         stack.uri = stack.db.ensure()
         connect(stack.uri)
         ensure_indexes()
-        log(f"SecantusDB at {stack.uri} (data in {folder})")
+        log(f"SecantusDB at {where(stack.uri)} (data in {folder})")
         base_url = start_provider(stack, args.latency)
         log(f"loopback provider at {base_url}, {args.latency} s per call")
         ids = seed(args.embedded, args.backlog)

@@ -62,7 +62,7 @@ def _seed(uri: str, n: int, dims: int, model: str) -> float:
     return time.monotonic() - started
 
 
-def measure(n: int, dims: int, server_uri: str, tmp: Path) -> dict:
+def measure(n: int, dims: int, server, tmp: Path) -> dict:
     import psutil
 
     from jobflow import create_app
@@ -70,7 +70,7 @@ def measure(n: int, dims: int, server_uri: str, tmp: Path) -> dict:
     from jobflow.models import Job
     from tests.support.openai_server import EmbeddingsServer
     model = MODELS[dims]
-    uri = f"{server_uri}/memory_{n}_{dims}"
+    uri = server.uri_for(f"memory_{n}_{dims}")
     app = create_app({"TESTING": True, "MONGODB_URI": uri, "INSTANCE_PATH": str(tmp), "EMBEDDING_PROVIDER": "local",
                       "OPENAI_API_KEY": "", "DEMO_DATA": False})
     with app.app_context(), EmbeddingsServer(dimensions=dims, api_key=KEY, models=[model]) as provider:
@@ -135,11 +135,11 @@ def run(sizes=(10_000, 100_000), dims=(384, 1536)) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="jobflow-memory-") as folder:
         tmp = Path(folder)
         server = EmbeddedServer(tmp / "secantus")
-        server_uri = server.ensure().rsplit("/", 1)[0]
+        server.ensure()
         try:
             for n in sizes:
                 for d in dims:
-                    rows.append(measure(n, d, server_uri, tmp))
+                    rows.append(measure(n, d, server, tmp))
                     print(rows[-1], flush=True)
         finally:
             server.stop()

@@ -135,12 +135,12 @@ def run(jobs: int = 3000, latency: float = 0.2, local_jobs: int = 200, seed: int
     database = EmbeddedServer(folder / "secantus")
     rows: list[dict] = []
     try:
-        base_uri = database.ensure().rsplit("/", 1)[0]
+        database.ensure()
         if jobs:
             with EmbeddingsServer(latency=latency) as server:
                 settings = load_settings(environ={}, overrides={
                     "EMBEDDING_PROVIDER": "openai", "OPENAI_API_KEY": server.api_key,
-                    "OPENAI_BASE_URL": server.base_url, "MONGODB_URI": f"{base_uri}/bench_openai"})
+                    "OPENAI_BASE_URL": server.base_url, "MONGODB_URI": database.uri_for("bench_openai")})
                 _use_database(settings["MONGODB_URI"])
                 progress(f"pipeline: {jobs} jobs, loopback OpenAI answering in {latency * 1000:.0f} ms ...")
                 result = _drain(settings, demo_jobs(jobs, seed))
@@ -154,7 +154,7 @@ def run(jobs: int = 3000, latency: float = 0.2, local_jobs: int = 200, seed: int
                          "seconds": None, "jobs_per_min": SEED_RATE, "note": "the seed's own figure"})
         if local_jobs:
             settings = load_settings(environ={}, overrides={"EMBEDDING_PROVIDER": "local",
-                                                            "MONGODB_URI": f"{base_uri}/bench_local"})
+                                                            "MONGODB_URI": database.uri_for("bench_local")})
             _use_database(settings["MONGODB_URI"])
             progress(f"local model: {local_jobs} jobs through the pipeline ...")
             result = _drain(settings, demo_jobs(local_jobs, seed + 1), warm_up=True)

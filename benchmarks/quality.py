@@ -244,7 +244,8 @@ def postings_lists(settings_overrides: dict | None = None) -> dict:
     path = SHARED / "skillspan_postings" / "postings.csv"
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedServer(Path(tmp) / "secantus")
-        uri = server.ensure().rsplit("/", 1)[0] + "/quality"
+        server.ensure()
+        uri = server.uri_for("quality")
         try:
             app = create_app({"TESTING": True, "MONGODB_URI": uri, "INSTANCE_PATH": tmp, "EMBEDDING_PROVIDER": "local",
                               "OPENAI_API_KEY": "", "DEMO_DATA": False, "DEBUG_WORKER": False, "DEBUG_QUEUE": False,

@@ -108,7 +108,8 @@ def bound_run(jobs: int, backlog: int, closes: int) -> dict:
     server = EmbeddedServer(folder / "secantus")
     children: list[subprocess.Popen] = []
     try:
-        uri = server.ensure().rsplit("/", 1)[0] + "/read_model_bench"
+        server.ensure()
+        uri = server.uri_for("read_model_bench")
         db = MongoClient(uri, tz_aware=True).get_default_database()
         rng = random.Random(7)
         now = datetime.now(timezone.utc)

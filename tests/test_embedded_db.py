@@ -1,4 +1,5 @@
-"""The embedded database: started when MONGODB_URI is unset, reused, durable across restarts, stopped by its last user."""
+"""The embedded database: started when MONGODB_URI is unset, reused, durable across restarts, locked with a generated
+password, stopped by its last user, or by its own watchdog when that one crashed."""
 import json
 import os
 import stat
@@ -6,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 
-from jobflow.db import EmbeddedServer, ping
+from jobflow.db import EmbeddedServer, free_port, ping
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,8 +105,8 @@ def _mode(path) -> int:
 
 
 @pytest.mark.slow
-def test_the_folder_of_the_unauthenticated_server_is_private(tmp_path):
-    """No authentication on the embedded server: only its user may read its folder, its files and its data."""
+def test_the_folder_of_the_server_is_private(tmp_path):
+    """Only its user may read its folder, its files (the password among them) and its data."""
     instance = tmp_path / "instance"
     instance.mkdir()
     old = os.umask(0o022)                    # the usual umask: folders 755, files 644 unless told otherwise
@@ -118,7 +122,7 @@ def test_the_folder_of_the_unauthenticated_server_is_private(tmp_path):
     try:
         MongoClient(uri).jobflow.jobs.insert_one({"title": "private"})
         assert _mode(instance) == 0o700 and _mode(instance / "secantus") == 0o700
-        for name in ("secantus.json", "secantus.lock", "secantus.users", "secantus.log"):
+        for name in ("secantus.json", "secantus.lock", "secantus.users", "secantus.log", "secantus.auth"):
             assert _mode(instance / name) == 0o600, name
         data = [p for p in (instance / "secantus").rglob("*") if p.is_file()]
         assert data and all(_mode(p) & 0o077 == 0 for p in data)     # the server writes with umask 077
@@ -139,3 +143,90 @@ def test_an_existing_state_file_others_can_read_is_made_private(tmp_path):
         pass
     assert _mode(instance) == 0o700 and _mode(instance / "secantus") == 0o700
     assert _mode(instance / "secantus.json") == 0o600 and _mode(instance / "secantus.lock") == 0o600
+
+
+def _open_uri(uri: str) -> str:
+    """The same server and database, without the user and password."""
+    return "mongodb://" + uri.split("@", 1)[1].split("?", 1)[0]
+
+
+@pytest.mark.slow
+def test_the_server_requires_the_generated_password(tmp_path):
+    """A local user who finds the port reads and writes nothing without the password kept in instance/ (0600)."""
+    instance = tmp_path / "instance"
+    server = EmbeddedServer(instance / "secantus")
+    uri = server.ensure()
+    try:
+        saved = json.loads((instance / "secantus.auth").read_text())
+        assert len(saved["password"]) >= 32 and saved["password"] in uri
+        assert _mode(instance / "secantus.auth") == 0o600
+        MongoClient(uri).jobflow.jobs.insert_one({"title": "locked"})
+        anonymous = MongoClient(_open_uri(uri), serverSelectionTimeoutMS=3000)
+        for attempt in (lambda: anonymous.jobflow.jobs.find_one(), lambda: anonymous.admin.command("usersInfo"),
+                        lambda: anonymous.jobflow.adminusers.insert_one({"email": "intruder@example.com"})):
+            with pytest.raises(OperationFailure) as refused:
+                attempt()
+            assert refused.value.code == 13 or "authentication" in str(refused.value)
+        wrong = MongoClient(uri.replace(saved["password"], "x" * 43), serverSelectionTimeoutMS=3000)
+        with pytest.raises(OperationFailure):
+            wrong.jobflow.jobs.find_one()
+        assert MongoClient(uri).jobflow.jobs.count_documents({}) == 1
+        assert saved["password"] not in (instance / "secantus.log").read_text()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_folder_an_older_version_ran_without_a_password_is_upgraded_in_place(tmp_path):
+    """An older version's open server, still running with nobody using it: restarted with the password, data kept."""
+    instance = tmp_path / "instance"
+    data = instance / "secantus"
+    data.mkdir(parents=True)
+    port = free_port()
+    old = subprocess.Popen([sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
+                            "--storage-path", str(data), "--log-level", "WARNING"], start_new_session=True)
+    try:
+        wait_until("the old server answers", lambda: ping(f"mongodb://127.0.0.1:{port}", 300), 30)
+        with MongoClient(f"mongodb://127.0.0.1:{port}") as client:      # closed: a live connection keeps the port
+            client.jobflow.jobs.insert_one({"title": "from the old version"})
+        (instance / "secantus.json").write_text(json.dumps({"pid": old.pid, "port": port}))   # what it wrote
+        server = EmbeddedServer(data)
+        uri = server.ensure()
+        try:
+            assert old.wait(30) is not None                        # the open server was stopped ...
+            assert server.port == port                            # ... and started again on its port
+            assert MongoClient(uri).jobflow.jobs.find_one()["title"] == "from the old version"
+            with pytest.raises(OperationFailure):
+                MongoClient(_open_uri(uri), serverSelectionTimeoutMS=3000).jobflow.jobs.find_one()
+        finally:
+            server.stop()
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait(10)
+
+
+@pytest.mark.slow
+def test_the_server_stops_by_itself_once_its_last_user_was_killed(tmp_path):
+    """kill -9 of the only process using it: no exit handler runs, yet the server stops within seconds."""
+    data = tmp_path / "instance" / "secantus"
+    user = subprocess.Popen([sys.executable, "-c", ENSURE.format(data=str(data))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        uri = json.loads(user.stdout.readline())["uri"]
+        pid = json.loads((data.parent / "secantus.json").read_text())["pid"]
+        assert psutil.Process(pid).ppid() == user.pid
+        user.kill()
+        user.wait(10)
+        wait_until("the orphaned server to stop", lambda: not psutil.pid_exists(pid)
+                   or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30)
+        assert not ping(_open_uri(uri), 300)
+        state = json.loads((data.parent / "secantus.json").read_text())
+        assert "pid" not in state and state["port"] == int(uri.split(":")[3].split("/")[0])   # its port kept
+        again = EmbeddedServer(data)
+        assert again.ensure() == uri                              # the next start uses it again
+        again.stop()
+    finally:
+        if user.poll() is None:
+            user.kill()
+            user.wait(10)

@@ -4,10 +4,15 @@ its own shape, is followed through JOBS_SOURCE_COLLECTION, JOBS_FIELD_MAP and JO
 "Existing boards"). Every effect is checked through HTTP and the database, with a deadline."""
 from __future__ import annotations
 
+import json
 import os
+import stat
 import subprocess
 
+import psutil
 import pytest
+from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 
 from jobflow.db import free_port
 from tests.support import BIN, ROOT
@@ -29,7 +34,8 @@ ROLES = ["Nurse", "Python Developer", "Accountant", "Truck Driver", "Chef", "Ele
 
 
 def test_a_job_inserted_with_mongosh_into_make_runs_database_gets_its_list(tmp_path):
-    """The README's quick start: ``python app.py`` on its embedded database, then ``scripts/mongosh``."""
+    """The README's quick start: ``python app.py`` on its embedded database, then ``scripts/mongosh``; that database
+    locked with its generated password, and stopped by its watchdog when python app.py is killed."""
     port = free_port()
     with EmbeddingsServer(api_key=KEY) as provider:
         product = Product(tmp_path / "jobflow")
@@ -57,8 +63,23 @@ def test_a_job_inserted_with_mongosh_into_make_runs_database_gets_its_list(tmp_p
             assert body["cached"] is True
             status, page, _, _ = http_get(f"{base}/jobs/{job_id}")
             assert status == 200 and "Night Nurse on the Mongosh Ward" in page
-            assert app.stop() == 0
-            assert_clean_output(app, secrets=(KEY, TOKEN, SECRET_KEY))
+
+            # The database behind it needs the password kept in instance/ (a local user who finds the port gets
+            # nothing), and outlives no crash of its only user: ``kill -9`` of python app.py stops it.
+            instance = product.folder / "instance"
+            assert stat.S_IMODE((instance / "secantus.auth").stat().st_mode) == 0o600
+            password = json.loads((instance / "secantus.auth").read_text())["password"]
+            state = json.loads((instance / "secantus.json").read_text())
+            anonymous = MongoClient(f"mongodb://127.0.0.1:{state['port']}/jobflow", serverSelectionTimeoutMS=5000)
+            for attempt in (lambda: anonymous.jobflow.adminusers.find_one(),
+                            lambda: anonymous.jobflow.adminusers.insert_one({"email": "intruder@example.com"})):
+                with pytest.raises(OperationFailure, match="requires authentication"):
+                    attempt()
+            app.kill()
+            wait_until("the embedded database to stop after python app.py was killed",
+                       lambda: not psutil.pid_exists(state["pid"])
+                       or psutil.Process(state["pid"]).status() == psutil.STATUS_ZOMBIE, 30)
+            assert_clean_output(app, secrets=(KEY, TOKEN, SECRET_KEY, password))
         finally:
             product.stop_all()
 
