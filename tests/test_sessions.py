@@ -31,10 +31,12 @@ def signed_in_browser(app, email="admin@example.com", password="correct horse", 
     if not AdminUser.objects(email=email).first():
         create_user(email, password, role)
     browser = app.test_client()
-    browser.token = csrf_from(browser.get("/login").get_data(as_text=True))
-    response = browser.post("/login", data={"email": email, "password": password, "csrf_token": browser.token})
+    form = csrf_from(browser.get("/login").get_data(as_text=True))
+    response = browser.post("/login", data={"email": email, "password": password, "csrf_token": form})
     assert response.status_code == 302, response.get_data(as_text=True)
-    assert browser.get(PAGE).status_code == 200
+    page = browser.get(PAGE)
+    assert page.status_code == 200
+    browser.token = csrf_from(page.get_data(as_text=True))     # the new session's token (sign-in replaced the form's)
     return browser
 
 
@@ -133,3 +135,94 @@ def test_a_user_from_before_session_tokens_gets_one_at_sign_in(app):
     AdminUser.objects(id=user.id).update_one(unset__sessionToken=True)
     assert signed_in_browser(app, "old@example.com").get(PAGE).status_code == 200
     assert AdminUser.objects.get(id=user.id).sessionToken
+
+
+# --- sign-in starts a new session; sessions end when idle or old (SESSION_IDLE_MINUTES, SESSION_MAX_HOURS) ---
+
+def failed_item() -> QueueItem:
+    item = QueueItem(jobId="65a000000000000000000001", status="failed", lastError="boom")
+    item.save()
+    return item
+
+
+def test_sign_in_starts_a_new_session_with_a_new_csrf_token(app):
+    """Session fixation: an attacker plants a session cookie (and knows its CSRF token) before the admin signs in."""
+    create_user("admin@example.com", "correct horse", "admin")
+    attacker = app.test_client()
+    planted_token = csrf_from(attacker.get("/login").get_data(as_text=True))
+    planted = saved_cookie(attacker)
+    victim = replay(app, planted)                              # the admin's browser holds the planted cookie
+    signed = victim.post("/login", data={"email": "admin@example.com", "password": "correct horse",
+                                         "csrf_token": planted_token})
+    assert signed.status_code == 302
+    assert saved_cookie(victim) != planted
+    item = failed_item()
+    api = victim.post("/api/admin/embeddings/retry-failed", json={}, headers={"X-CSRFToken": planted_token})
+    assert api.status_code == 400 and api.get_json()["error"]["code"] == "csrf_failed"
+    form = victim.post(f"/admin/embeddings/queue/{item.id}/retry", data={"csrf_token": planted_token, "confirm": "yes"})
+    assert form.status_code == 400
+    assert QueueItem.objects.get(id=item.id).status == "failed"
+    assert replay(app, planted).get(PAGE).status_code == 302          # the planted cookie itself signs nobody in
+    # The new session's own token works.
+    token = csrf_from(victim.get(PAGE).get_data(as_text=True))
+    assert token != planted_token
+    ok = victim.post("/api/admin/embeddings/retry-failed", json={}, headers={"X-CSRFToken": token})
+    assert ok.status_code == 200 and ok.get_json()["count"] == 1
+
+
+def set_times(browser, signed_in_ago: int | None = None, seen_ago: int | None = None) -> None:
+    """Put the session's sign-in and last-use times ``..._ago`` seconds in the past (None: drop the time)."""
+    import time
+
+    from jobflow.web.access import SEEN_AT, SIGNED_IN_AT
+    with browser.session_transaction() as session:
+        for key, ago in ((SIGNED_IN_AT, signed_in_ago), (SEEN_AT, seen_ago)):
+            if ago is None:
+                session.pop(key, None)
+            else:
+                session[key] = int(time.time()) - ago
+
+
+def assert_expired(app, browser):
+    """The session's admin API call is a 401 naming the expiry; its page goes to the sign-in page, which says so."""
+    copy = replay(app, saved_cookie(browser))
+    api = copy.get("/api/admin/embeddings/status")
+    assert api.status_code == 401 and api.get_json()["error"]["code"] == "session_expired"
+    assert copy.get("/api/admin/embeddings/status").status_code == 401               # signed out for good
+    page = browser.get(PAGE + "/queue?status=failed")
+    assert page.status_code == 302 and page.headers["Location"] == "/login?next=/admin/embeddings/queue?status%3Dfailed"
+    assert "Your session expired" in browser.get(page.headers["Location"]).get_data(as_text=True)
+    assert browser.get(PAGE).status_code == 302
+    assert browser.get("/").status_code == 200                                        # public pages stay open
+
+
+def test_an_idle_session_is_signed_out(app, admin):
+    set_times(admin, signed_in_ago=31 * 60, seen_ago=31 * 60)                         # SESSION_IDLE_MINUTES=30
+    assert_expired(app, admin)
+
+
+def test_a_session_ends_after_its_maximum_age_even_in_use(app, admin):
+    set_times(admin, signed_in_ago=12 * 3600 + 5, seen_ago=5)                         # SESSION_MAX_HOURS=12
+    assert_expired(app, admin)
+
+
+def test_a_session_from_before_lifetimes_is_signed_out(app, admin):
+    set_times(admin)
+    assert_expired(app, admin)
+
+
+def test_use_keeps_a_session_alive_within_the_set_lifetimes(make_app):
+    from jobflow.web.access import SEEN_AT
+    app = make_app(SESSION_IDLE_MINUTES=2, SESSION_MAX_HOURS=1)
+    browser = signed_in_browser(app)
+    for _ in range(3):                      # 6 minutes of use, a request every 100 s: never idle for 2 minutes
+        set_times(browser, signed_in_ago=600, seen_ago=100)
+        assert browser.get(PAGE).status_code == 200
+        with browser.session_transaction() as session:
+            import time
+            assert time.time() - session[SEEN_AT] < 5                                   # the use was noted
+    set_times(browser, signed_in_ago=600, seen_ago=121)
+    assert_expired(app, browser)
+    hour = signed_in_browser(app)
+    set_times(hour, signed_in_ago=3601, seen_ago=1)
+    assert_expired(app, hour)

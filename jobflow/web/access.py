@@ -5,24 +5,80 @@ Two roles: ``admin`` may act, ``viewer`` may only look. Pages use
 The user is loaded from the database on every request, so a role change
 applies to the next request; a session holds only while its session token is
 the user's current one (sign-out and a password change replace it).
+
+Sign-in starts a new session (nothing of the one before survives, not its CSRF
+token), and a session ends when unused for SESSION_IDLE_MINUTES or
+SESSION_MAX_HOURS after its sign-in: both times are kept in the signed session
+and checked on every request that carries a session cookie.
 """
 import hmac
+import time
 from functools import wraps
 
-from flask import Flask, abort, current_app, request
-from flask_login import current_user
+from flask import Flask, abort, current_app, flash, g, redirect, request, session, url_for
+from flask_login import current_user, login_user, logout_user
 
 from jobflow.extensions import login_manager
 from jobflow.ops.users import session_user
 from jobflow.web.errors import APIError
 
+SIGNED_IN_AT, SEEN_AT = "signed_in_at", "seen_at"     # seconds since the epoch, in the signed session cookie
+_EXPIRED = "jobflow.session_expired"                   # request.environ: this request's session just ended
+
 
 def init_app(app: Flask) -> None:
-    """How flask-login loads the signed-in user, where it sends anonymous users, and what it says."""
+    """How flask-login loads the signed-in user, where it sends anonymous users, and what it says; session lifetimes."""
     login_manager.user_loader(load_user)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Sign in to see the dashboard."
     login_manager.login_message_category = "info"
+    app.before_request(end_expired_session)
+
+
+def start_session(user) -> None:
+    """Sign ``user`` in on a new session: a cookie planted before (and its CSRF token) is worth nothing after."""
+    session.clear()
+    g.pop("csrf_token", None)      # Flask-WTF keeps the request's signed token in g; the next page gets a new one
+    login_user(user)
+    session[SIGNED_IN_AT] = session[SEEN_AT] = int(time.time())
+
+
+def end_session() -> None:
+    """Sign out of this session and forget everything in it."""
+    logout_user()
+    session.clear()
+    g.pop("csrf_token", None)
+
+
+def session_expired() -> bool:
+    """True when this request's session ended because it was idle or too old."""
+    return bool(request.environ.get(_EXPIRED))
+
+
+def end_expired_session():
+    """Sign out a session unused for SESSION_IDLE_MINUTES or older than SESSION_MAX_HOURS (or without its times).
+
+    Pages go to the sign-in page; everything else goes on signed out (the admin API answers 401 JSON).
+    """
+    if current_app.config["SESSION_COOKIE_NAME"] not in request.cookies or "_user_id" not in session:
+        return None        # no session: leave it untouched (public answers get no Vary: Cookie)
+    now, idle = time.time(), current_app.config["SESSION_IDLE_MINUTES"] * 60
+    signed_in, seen = session.get(SIGNED_IN_AT), session.get(SEEN_AT)
+    fresh = isinstance(signed_in, int) and isinstance(seen, int) and now - seen <= idle \
+        and now - signed_in <= current_app.config["SESSION_MAX_HOURS"] * 3600
+    if fresh:
+        if now - seen >= min(60, idle / 10):    # rewrite the cookie now and then, not on every request
+            session[SEEN_AT] = int(now)
+        return None
+    current_app.logger.info("dashboard session ended: %s", "unused too long" if isinstance(seen, int) and
+                            now - seen > idle else "too old")
+    end_session()
+    request.environ[_EXPIRED] = True
+    if request.path.startswith("/admin"):
+        flash("Your session expired. Please sign in again.", "info")
+        target = request.full_path.rstrip("?") if request.method == "GET" else None
+        return redirect(url_for("auth.login", next=target))
+    return None
 
 
 def load_user(session_id: str):

@@ -35,8 +35,8 @@ def seg(value: str) -> str:
 
 def sign_in(client, email: str = "admin@example.com", password: str = "correct horse", role: str = "admin",
             environ_base: dict | None = None) -> str:
-    """Sign a Flask test client in with the login form (the user is created when missing); the session's CSRF
-    token."""
+    """Sign a Flask test client in with the login form (the user is created when missing); the CSRF token of the
+    new session (sign-in replaces the one of the form)."""
     from jobflow.models import AdminUser
     from jobflow.ops.users import create_user
     if not AdminUser.objects(email=email).first():
@@ -45,7 +45,7 @@ def sign_in(client, email: str = "admin@example.com", password: str = "correct h
     response = client.post("/login", data={"email": email, "password": password, "csrf_token": token},
                            environ_base=environ_base or {})
     assert response.status_code == 302, response.get_data(as_text=True)[:500]
-    return token
+    return csrf_from(client.get("/admin/embeddings/audit", environ_base=environ_base or {}).get_data(as_text=True))
 
 
 def sign_in_page(page, email: str, password: str, role: str = "admin") -> None:

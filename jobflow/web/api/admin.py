@@ -15,7 +15,7 @@ from jobflow.ops.overview import overview_data
 from jobflow.ops.queue_view import PAGE_SIZE, TASK_TYPES, QueueFilter, parse_oid, queue_page
 from jobflow.ops.workers import worker_rows, worker_summary
 from jobflow.timeutil import iso
-from jobflow.web.access import bearer_ok
+from jobflow.web.access import bearer_ok, session_expired
 from jobflow.web.api.blueprint import bp
 from jobflow.web.api.params import int_arg
 from jobflow.web.errors import APIError
@@ -36,6 +36,8 @@ def _actor(write: bool) -> actions.Actor:
             except csrf.ValidationError:
                 raise APIError(400, "csrf_failed", "Send the session's CSRF token in the X-CSRFToken header.")
         return actions.Actor(current_user.email, "api", request.remote_addr)
+    if session_expired():
+        raise APIError(401, "session_expired", "The dashboard session expired; sign in again.")
     raise APIError(401, "unauthorized", "Send Authorization: Bearer <ADMIN_API_TOKEN>.",
                    headers={"WWW-Authenticate": "Bearer"})
 

@@ -3,13 +3,14 @@ import unicodedata
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.urls import iri_to_uri
 
 from jobflow.ops.login_limit import give_back, take_attempt
 from jobflow.ops.users import authenticate, end_sessions
 from jobflow.timeutil import duration_text, utcnow
+from jobflow.web.access import end_session, start_session
 
 bp = Blueprint("auth", __name__)
 
@@ -78,7 +79,7 @@ def login():
         current_app.logger.warning("failed sign-in from %s", request.remote_addr)
         return _form(next_url, email, "Wrong email or password.", 401)
     give_back(attempt)
-    login_user(user)
+    start_session(user)    # a new session with a new CSRF token: nothing planted before sign-in survives it
     from jobflow.ops.actions import Actor, audit
     audit(Actor(user.email, "page", request.remote_addr), "login", target=user.role)
     return redirect(_safe_next(next_url))
@@ -93,7 +94,7 @@ def logout():
     """
     if current_user.is_authenticated:
         end_sessions(current_user.id)
-    logout_user()
+    end_session()
     flash("Signed out.", "success")
     return redirect(url_for("auth.login"))
 
