@@ -18,6 +18,7 @@ install-test: $(VENV)/bin/activate
 	$(PY) -m pip install --quiet --no-deps -e .
 	./scripts/install-browser
 	./scripts/install-mongosh
+	./scripts/install-nginx
 
 ## Install everything and run the whole product on http://127.0.0.1:5001
 run: install
