@@ -150,3 +150,33 @@ def test_without_the_token_only_active_jobs_exist(client, auth_headers):
     public = client.get(f"/api/jobs/{live['id']}").get_json()
     assert public["embedding"]["status"] == "failed" and "error" not in public["embedding"]
     assert "internal detail" not in client.get(f"/jobs/{live['id']}").get_data(as_text=True)
+
+
+def test_token_answers_are_private_and_vary_by_authorization(client, auth_headers):
+    """A shared cache must never hand a token holder's answer (a draft's) to anonymous callers."""
+    draft = create(client, auth_headers, status="draft")["id"]
+    active = create(client, auth_headers, title="Frontend Developer")["id"]
+    for path in (f"/api/jobs/{draft}/similar", f"/api/jobs/{draft}", "/api/jobs?status=draft", f"/api/jobs/{active}",
+                 f"/api/jobs/{active}/similar", "/metrics"):
+        response = client.get(path, headers=auth_headers)
+        assert response.status_code == 200, path
+        assert response.headers["Cache-Control"] == "private, no-store", path
+        assert "Authorization" in response.vary, path
+    # A wrong token gets the anonymous answer, and is not cached for the public either.
+    wrong = client.get(f"/api/jobs/{active}/similar", headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 200 and "public" not in wrong.headers["Cache-Control"]
+    # Anonymous answers stay public and cacheable, and say that the token would change them.
+    assert client.get(f"/api/jobs/{draft}/similar").status_code == 404
+    public = client.get(f"/api/jobs/{active}/similar")
+    assert public.status_code == 200 and public.headers["Cache-Control"] == "public, max-age=15"
+    assert "Authorization" in public.vary
+
+
+def test_a_signed_in_session_keeps_vary_cookie_with_vary_authorization(client, sign_in, auth_headers):
+    active = create(client, auth_headers)["id"]
+    sign_in("admin")
+    response = client.get("/api/admin/embeddings/status", headers=auth_headers)
+    assert response.headers["Cache-Control"] == "private, no-store"
+    assert {"Cookie", "Authorization"} <= set(response.vary)
+    similar = client.get(f"/api/jobs/{active}/similar", headers=auth_headers)
+    assert similar.headers["Cache-Control"] == "private, no-store" and "Authorization" in similar.vary

@@ -10,7 +10,8 @@ STRICT_TRANSPORT_SECURITY = "max-age=31536000"
 
 
 def security_headers(response):
-    """Add the CSP and related headers (HSTS when cookies are secure); pages with a signed-in user are never cached."""
+    """Add the CSP and related headers (HSTS when cookies are secure); pages with a signed-in user are never cached,
+    nor answers to a request with a Bearer token (a draft's answer must not reach a shared cache)."""
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -21,6 +22,10 @@ def security_headers(response):
         headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
     if request.path.startswith(("/admin", "/login", "/api/admin")):
         headers["Cache-Control"] = "no-store"
+    if request.path.startswith(("/api/", "/metrics")):
+        response.vary.add("Authorization")     # the token changes the answer: caches keep the two apart
+    if request.headers.get("Authorization", "").lstrip().lower().startswith("bearer"):
+        headers["Cache-Control"] = "private, no-store"
     return response
 
 
