@@ -7,7 +7,7 @@ from jobflow.ops import samples
 from jobflow.ops.capture_status import capture_status
 from jobflow.ops.counts import ACTIVE_STATES, Counts, coverage_figures, job_counts, queue_counts
 from jobflow.ops.thresholds import queue_too_long, too_many_failed_items
-from jobflow.ops.workers import alive_workers
+from jobflow.ops.workers import alive_workers, worker_reasons
 from jobflow.timeutil import utcnow
 
 HEALTH_SAMPLE_AGE = timedelta(hours=1)   # health reads large counts from a sample up to this old
@@ -18,20 +18,28 @@ def health(settings: dict, now: datetime | None = None) -> dict:
 
     Large counts come from a sample up to an hour old (a health check must
     answer in about two seconds, and with no worker there is no fresh one).
+    The workers' reasons name what stops them: a rollback, the setting, the
+    memory guard, a refused key, or no heartbeat.
     """
     now = now or utcnow()
     sample = samples.latest_sample(now, HEALTH_SAMPLE_AGE)
     capture = capture_status(settings, now, misfits=False)
     return health_report(settings, now, queue_counts(sample), job_counts(settings, sample),
-                         alive_workers(settings, now), (capture["problem"],) if capture["problem"] else ())
+                         alive_workers(settings, now), (capture["problem"],) if capture["problem"] else (),
+                         workers=tuple(worker_reasons(settings, now)))
 
 
 def health_report(settings: dict, now: datetime, counts: Counts, jobs: dict, active: int,
-                  extra_reasons: tuple[str, ...] = ()) -> dict:
-    """The health body from the figures: healthy, or degraded with the reasons."""
+                  extra_reasons: tuple[str, ...] = (), workers: tuple[str, ...] | None = None) -> dict:
+    """The health body from the figures: healthy, or degraded with the reasons.
+
+    ``workers``: why the workers do not embed (``worker_reasons``); None when unknown, then only "no active worker".
+    """
     from jobflow.timeutil import iso
     reasons = list(extra_reasons)
-    if active == 0:
+    if workers is not None:
+        reasons.extend(workers)
+    elif active == 0:
         reasons.append("no active worker (no heartbeat within WORKER_DEAD_THRESHOLD)")
     if queue_too_long(counts["pending"], settings):
         reasons.append(f"{counts['pending']} pending items (ALERT_THRESHOLD_QUEUE_SIZE is "

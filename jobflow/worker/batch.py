@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import nullcontext
 from datetime import timedelta
 from typing import TYPE_CHECKING, NamedTuple
@@ -27,6 +27,7 @@ from jobflow.jobs import queue
 from jobflow.models import Job, WorkerStatus
 from jobflow.models.fields import vector_to_bson
 from jobflow.timeutil import utcnow
+from jobflow.worker.threads import DaemonExecutor, Halted
 
 if TYPE_CHECKING:
     from jobflow.embeddings import EmbeddingProvider
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobflow.worker")
 
 CONFIG_ERROR_RETRY = timedelta(seconds=60)
+HALT_POLL_SECONDS = 0.2     # how often a batch waiting for the provider looks whether it must give up
 
 
 class WorkEntry(NamedTuple):
@@ -67,11 +69,14 @@ class BatchProcessor:
 
     ``blocked_until`` (monotonic) is set when the provider asks this worker to
     wait (rate limit, configuration error); ``trouble`` holds the configuration
-    error while it lasts, for the worker's state.
+    error while it lasts, for the worker's state. Once ``halt`` is set (grace
+    period over, rollback) a batch stops waiting for its provider calls and
+    raises ``Halted`` without settling anything: whoever set it gives the items back.
     """
 
     def __init__(self, worker_id: str, provider: EmbeddingProvider, policy: queue.QueuePolicy, counters: Counters,
-                 concurrency: int, lists: SimilarLists | None = None, debug: bool = False):
+                 concurrency: int, lists: SimilarLists | None = None, debug: bool = False,
+                 halt: threading.Event | None = None):
         self.worker_id = worker_id
         self.provider = provider
         self.policy = policy
@@ -79,6 +84,8 @@ class BatchProcessor:
         self.concurrency = concurrency
         self.lists = lists
         self.debug = debug
+        self.halt = halt or threading.Event()
+        self.calls = DaemonExecutor("embed")
         self.blocked_until = 0.0
         self.trouble = ""
         self.current: dict = {}         # the batch in flight: id, size, start (shown on the Workers page)
@@ -122,11 +129,13 @@ class BatchProcessor:
         if self.debug:
             log.debug("batch %s: %d items, %d to embed, %d already current", batch_id, len(items), len(to_embed),
                       len(current))
-        if to_embed:
-            self._embed_all(to_embed, batch_id)
+        try:
+            if to_embed:
+                self._embed_all(to_embed, batch_id)
+        finally:
+            self.current = {}
         if self.debug:
             log.debug("batch %s done in %.2fs", batch_id, time.monotonic() - started)
-        self.current = {}
 
     def _settle_current(self, items: list[dict]) -> None:
         if self.lists is not None:
@@ -135,39 +144,46 @@ class BatchProcessor:
         self._count(processed=len(items))
 
     def _embed_all(self, work: list[WorkEntry], batch_id: str) -> None:
+        """At most ``concurrency`` provider calls at once, each group settled as its call ends."""
         groups = self.provider.batches(["\n".join(w.texts) for w in work], inputs_each=TEXTS_PER_JOB)
-        pending = [[work[i] for i in group] for group in groups]
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="embed") as pool:
-            futures = {pool.submit(self._call, _flat(group)): group for group in pending}
-            while futures:
-                done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
-                for future in done:
-                    group = futures.pop(future)
-                    try:
-                        self._store(group, future.result())
-                    except _Held:
-                        wait_s = max(self.blocked_until - time.monotonic(), 0.0)
-                        queue.release([w.item["_id"] for w in group], self.worker_id, delay=timedelta(seconds=wait_s))
-                    except RateLimited as exc:
-                        self._on_rate_limit(group, exc)
-                    except ConfigurationError as exc:
-                        self._on_config_error(group, exc)
-                    except BadInput as exc:
-                        if len(group) > 1:
-                            # One text may be the cause: try each alone so the others go through.
-                            for one in group:
-                                futures[pool.submit(self._call, _flat([one]))] = [one]
-                        else:
-                            self._fail(group, str(exc), retryable=False)
-                    except ProviderError as exc:
-                        self._fail(group, str(exc), retryable=exc.retryable)
-                    except PyMongoError:
-                        # The database, not the item, failed: no attempt is failed (nor a retry delay served);
-                        # the batch stops and process_queue gives back what is held once the database answers.
-                        raise
-                    except Exception as exc:  # one failing call never stops the loop
-                        log.error("batch %s: unexpected error: %s", batch_id, exc)
-                        self._fail(group, f"unexpected error: {type(exc).__name__}", retryable=True)
+        waiting = [[work[i] for i in group] for group in groups]
+        futures: dict = {}
+        while waiting or futures:
+            while waiting and len(futures) < self.concurrency:
+                group = waiting.pop(0)
+                futures[self.calls.submit(self._call, _flat(group))] = group
+            done, _ = wait(list(futures), timeout=HALT_POLL_SECONDS, return_when=FIRST_COMPLETED)
+            if self.halt.is_set():
+                # The calls still out are abandoned (daemon threads: they end with their timeout or the process).
+                raise Halted()
+            for future in done:
+                waiting[:0] = self._settle_call(futures.pop(future), future, batch_id)
+
+    def _settle_call(self, group: list[WorkEntry], future, batch_id: str) -> list[list[WorkEntry]]:
+        """Store or settle one call's group; the groups to call again (one job each, after a refused input)."""
+        try:
+            self._store(group, future.result())
+        except _Held:
+            wait_s = max(self.blocked_until - time.monotonic(), 0.0)
+            queue.release([w.item["_id"] for w in group], self.worker_id, delay=timedelta(seconds=wait_s))
+        except RateLimited as exc:
+            self._on_rate_limit(group, exc)
+        except ConfigurationError as exc:
+            self._on_config_error(group, exc)
+        except BadInput as exc:
+            if len(group) > 1:
+                return [[one] for one in group]     # one text may be the cause: each alone, the others go through
+            self._fail(group, str(exc), retryable=False)
+        except ProviderError as exc:
+            self._fail(group, str(exc), retryable=exc.retryable)
+        except PyMongoError:
+            # The database, not the item, failed: no attempt is failed (nor a retry delay served);
+            # the batch stops and process_queue gives back what is held once the database answers.
+            raise
+        except Exception as exc:  # one failing call never stops the loop
+            log.error("batch %s: unexpected error: %s", batch_id, exc)
+            self._fail(group, f"unexpected error: {type(exc).__name__}", retryable=True)
+        return []
 
     def _call(self, texts: list[str]):
         """One provider call, unless a rate limit or a configuration error told this worker to wait."""

@@ -8,7 +8,6 @@ share one queue: claims are atomic and every write checks ownership.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import socket
@@ -27,23 +26,14 @@ from jobflow.ops import recompute
 from jobflow.timeutil import ms, utcnow
 from jobflow.worker import pacing
 from jobflow.worker.batch import BatchProcessor, Counters
+from jobflow.worker.memory import available_memory, memory_fraction, trim_memory
+from jobflow.worker.threads import Halted
 
 log = logging.getLogger("jobflow.worker")
 
 DISABLED_REASON = "EMBEDDING_WORKER_ENABLED is false"
-
-
-def available_memory() -> int:
-    """Bytes of memory this process may use: the cgroup limit when set, else the machine's total."""
-    total = psutil.virtual_memory().total
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            raw = open(path).read().strip()
-        except OSError:
-            continue
-        if raw.isdigit() and 0 < int(raw) < total:
-            return int(raw)
-    return total
+ROLLBACK_REASON = "disabled by rollback"
+HALT_WAIT_SECONDS = 3.0     # a halted batch lets go within a poll (0.2 s), or a database write, of being told
 
 
 class Worker:
@@ -61,8 +51,10 @@ class Worker:
         # A drain's lists are written once per flush: a list a drain changes five times is written once.
         self.flush_seconds = settings["SIMILARITY_FLUSH_INTERVAL"] / 1000
         pacing.configure(settings["WORKER_YIELD_LATENCY"])
-        self.memory_probe = memory_probe or self._memory_fraction
+        self.memory_probe = memory_probe or memory_fraction
         self.stopping = threading.Event()
+        self.halt = threading.Event()  # give up the work in hand now: grace period over, or a rollback in force
+        self._switch = threading.Lock()  # one rollback transition at a time (the watch and the queue's poll)
         self.state = "running"
         self.reason = ""
         self.counters = Counters()
@@ -75,7 +67,7 @@ class Worker:
         self.idle = True               # the last claim found nothing: no drain under way
         self.capture = Capture(settings, self.worker_id, self.stopping)
         self.batch = BatchProcessor(self.worker_id, self.provider, self.policy, self.counters, self.concurrency,
-                                    debug=bool(settings.get("DEBUG_WORKER")))
+                                    debug=bool(settings.get("DEBUG_WORKER")), halt=self.halt)
         # EMBEDDING_WORKER_ENABLED=false: claim nothing, but keep the heartbeat, alert checks and samples.
         self.claiming = bool(settings.get("EMBEDDING_WORKER_ENABLED", True))
         if not self.claiming:
@@ -146,32 +138,53 @@ class Worker:
             self.scheduler = start_scheduler(self)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop claiming, let in-flight work finish within the grace period, give back the rest."""
+        """Stop claiming, let in-flight work finish within the grace period, give back the rest.
+
+        At the grace period's end the batch in hand is given up: its provider calls are abandoned (they run in
+        daemon threads, so the process exits without waiting for them) and its items go back with the attempt
+        refunded. Nothing of this worker is settled or logged as done after its "stopped" line.
+        """
         if timeout is None:
             timeout = self.settings["WORKER_GRACEFUL_SHUTDOWN_TIMEOUT"] / 1000.0
+        deadline = time.monotonic() + timeout
         self.stopping.set()
         self.state = "stopping"
         self._write_status()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         self.capture.stop()
-        finished = self._busy.acquire(timeout=max(timeout, 0.01))
+        finished = self._busy.acquire(timeout=max(deadline - time.monotonic(), 0.01))
+        held = finished or self._halt_batch()
         if finished:
-            try:
-                self.flush_lists()      # finished items are completed, not given back to be embedded again
-            except Exception as exc:
-                log.warning("could not write the last similar-jobs lists before stopping: %s", exc)
+            self._flush_before(deadline)    # finished items are completed, not given back to be embedded again
         released = queue.release_worker(self.worker_id, refund_attempt=True)
         # The schedule's leases it holds (alert checks, clean-up) go at once: another worker takes over at its next
         # run instead of a minute later. The recompute lease is released by the recompute itself when it ends.
         from jobflow.worker.schedule import JOBS
         Lease._get_collection().delete_many({"owner": self.worker_id, "_id": {"$in": [j.id for j in JOBS if j.lease]}})
-        if finished:
+        if held:
             self._busy.release()
         self.state = "stopped"
         self._write_status()
         log.info("worker %s stopped (%s; %d items given back)", self.worker_id,
                  "in-flight work finished" if finished else "grace period over", released)
+
+    def _halt_batch(self) -> bool:
+        """Give up the batch in hand (its provider calls are abandoned); whether it let go of ``_busy`` in time."""
+        self.halt.set()
+        return self._busy.acquire(timeout=HALT_WAIT_SECONDS)
+
+    def _flush_before(self, deadline: float) -> None:
+        """The last flush of a stopping worker, unless a refit holds the lists past the deadline (items go back)."""
+        if self.lists is not None and not self.lists.lock.acquire(timeout=max(deadline - time.monotonic(), 0.01)):
+            return
+        try:
+            self.flush_lists()
+        except Exception as exc:
+            log.warning("could not write the last similar-jobs lists before stopping: %s", exc)
+        finally:
+            if self.lists is not None:
+                self.lists.lock.release()
 
     # ----- periodic jobs ----------------------------------------------------------------------
     def process_queue(self) -> int:
@@ -193,8 +206,10 @@ class Worker:
                     if not items:
                         break
                     self.process_batch(items)
-                    if time.monotonic() - self.batch.last_flush >= self.flush_seconds:
+                    if time.monotonic() - self.batch.last_flush >= self.flush_seconds and not self.halt.is_set():
                         self.flush_lists()
+                except Halted:
+                    break       # given up (grace period over, rollback): what it holds is given back by the halter
                 except Exception:
                     # Most likely the database went away mid-batch: what this worker still holds is settled
                     # at the next poll that reaches it (not after QUEUE_STUCK_TIMEOUT), see _settle_after_error.
@@ -202,16 +217,18 @@ class Worker:
                     raise
                 done += len(items)
         drained = done and self.idle
+        if self.giving_up():
+            return done
         if drained and language.release():    # before the refit: its peak need not hold the model too
             log.debug("drain ended: language detector released")
-        if done and self.lists is not None and self.lists.refit_due() and not self.stopping.is_set():
+        if done and self.lists is not None and self.lists.refit_due():
             # A drain just ended: fit the language correction now rather than at the next minute's check, so
             # an import's lists are balanced as soon as it is embedded (same lease, same rule). Before the last
             # flush: a fit that is adopted rewrites every list, the ones waiting for the flush first, and the
             # flush then writes only what changed since (each list once, not twice).
             self.recompute_if_due()
-        if self.unflushed or (self.lists is not None and self.lists.dirty):
-            with self._busy:                        # the queue is empty, or the worker stops or must wait
+        if (self.unflushed or (self.lists is not None and self.lists.dirty)) and not self.giving_up():
+            with self._busy:                        # the queue is empty, or the worker must wait
                 self.flush_lists()
         if drained:
             trim_memory()
@@ -280,41 +297,48 @@ class Worker:
 
     def recompute_if_due(self) -> int:
         """Recompute every list when asked or every SIMILARITY_RECOMPUTE_INTERVAL (one process at a time)."""
-        if self.lists is None:
-            return 0
+        from jobflow.worker.refit import recompute_if_due
+        return recompute_if_due(self)
 
-        lists = self.lists
-
-        def recompute_lists(progress) -> int:
-            lists.sync()
-            return lists.refit_and_recompute(progress)
-        if lists.stored_lists_stale():
-            # The lists were written under another correction and their recompute did not finish (its worker
-            # stopped): ask again. A recompute running meanwhile ends after this request, so it is not repeated.
-            recompute.request()
-        # Mid-drain the minute's check does not refit: each adopted fit rewrites every list, and a drain that
-        # grows the board would do it again and again. The drain's end refits (process_queue).
-        refit = (lambda: lists.refit() is not None) if lists.refit_due() and self.idle else None
-        return recompute.run_if_due(self.settings, self.worker_id, recompute_lists, refit=refit, write=lists.write_all)
+    def giving_up(self) -> bool:
+        """Whether the worker stops, or a rollback gave up its work: nothing new is started, nothing written."""
+        return self.stopping.is_set() or self.halt.is_set()
 
     # ----- state ------------------------------------------------------------------------------
-    def _obey_rollback(self) -> bool:
-        """May this worker claim? False while a rollback is in force; records the change of state in its status."""
+    def watch_rollback(self) -> None:
+        """Every second (its own periodic job): a rollback in force reaches this worker whatever it is doing."""
         from jobflow.jobs import rollback
-        if rollback.level():
-            if self.state != "stopped":
-                log.warning("rollback in force: this worker claims nothing until it is lifted")
-                self.state, self.reason = "stopped", "disabled by rollback"
-                self._write_status()
-            return False
-        if self.reason == "disabled by rollback" and self.claiming:
-            log.info("rollback lifted: claiming again")
-            self.state, self.reason = "running", ""
-            self._write_status()
-        return True
+        if rollback.level(fresh=True) and not self.stopping.is_set():
+            self._obey_rollback()
 
-    def _memory_fraction(self) -> float:
-        return psutil.Process().memory_info().rss / available_memory()
+    def _obey_rollback(self) -> bool:
+        """May this worker claim? False while a rollback is in force; records the change of state in its status.
+
+        When a rollback comes into force the work in hand is given up at once (a batch, its provider calls, a
+        refit), and the items held go back to pending with the attempt refunded, as at a stop.
+        """
+        from jobflow.jobs import rollback
+        level = rollback.level()
+        with self._switch:
+            if level and self.reason != ROLLBACK_REASON:
+                held = self._halt_batch()
+                try:
+                    released = queue.release_worker(self.worker_id, refund_attempt=True)
+                    if held:
+                        self.batch.unflushed = []       # given back above; their lists are written when lifted
+                finally:
+                    if held:
+                        self._busy.release()
+                log.warning("rollback level %d in force: this worker claims nothing until it is lifted "
+                            "(%d held items given back)", level, released)
+                self.state, self.reason = "stopped", ROLLBACK_REASON
+                self._write_status()
+            elif not level and self.reason == ROLLBACK_REASON and self.claiming:
+                log.info("rollback lifted: claiming again")
+                self.halt.clear()
+                self.state, self.reason = "running", ""
+                self._write_status()
+        return not level
 
     def _obey_memory_guard(self) -> bool:
         """May this worker claim? False above WORKER_MEMORY_THRESHOLD (state paused); records changes in its status."""
@@ -345,17 +369,8 @@ class Worker:
                      "memory": {"rss": rss, "fraction": round(rss / available_memory(), 4)},
                      "indexSize": len(self.lists) if self.lists else 0,
                      # Switched off on purpose (setting or rollback): alive, but nothing will be embedded.
-                     "disabled": not self.claiming or self.reason == "disabled by rollback"},
+                     "disabled": not self.claiming or self.reason == ROLLBACK_REASON},
             "$setOnInsert": {"startedAt": utcnow()}}, upsert=True)
-
-
-def trim_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc): a load or a drain leaves tens of megabytes
-    of freed documents there, which RSS would otherwise keep counting. A no-op elsewhere."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def run_worker_process(app) -> int:

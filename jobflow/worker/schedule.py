@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
-from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from pymongo.errors import PyMongoError
 
@@ -21,6 +20,7 @@ from jobflow.db import keep_embedded_running
 from jobflow.logs import brief
 from jobflow.models import Lease
 from jobflow.timeutil import utcnow
+from jobflow.worker.threads import DaemonJobExecutor, Halted
 
 log = logging.getLogger("jobflow.worker")
 
@@ -48,9 +48,12 @@ def _sync_every(s: dict) -> int:
 # The sample of a minute is written by the first process to try after the minute ends, so trying every
 # SAMPLE_EVERY_MS puts it in the database within that long of the minute's end (a failed insert costs nothing).
 SAMPLE_EVERY_MS = 10_000
+ROLLBACK_EVERY_MS = 1_000
 
 JOBS: list[PeriodicJob] = [
     PeriodicJob("process-queue", lambda w: w.process_queue(), lambda s: s["EMBEDDING_WORKER_INTERVAL"]),
+    # Every second, whatever the other jobs are doing: a rollback reaches a batch, a refit or a hung provider call.
+    PeriodicJob("obey-rollback", lambda w: w.watch_rollback(), lambda s: ROLLBACK_EVERY_MS),
     PeriodicJob("heartbeat", lambda w: w.heartbeat(), lambda s: s["WORKER_HEARTBEAT_INTERVAL"], first_run_now=False,
                 claims=False),
     PeriodicJob("sync-index", lambda w: w.sync_index(), _sync_every, first_run_now=False),
@@ -79,6 +82,8 @@ def _guarded(job: PeriodicJob, worker) -> Callable[[], None]:
                 if not Lease.acquire(job.id, worker.worker_id, ttl):
                     return
             job.run(worker)
+        except Halted:
+            pass        # given up on purpose (grace period over, rollback): whoever halted it settles
         except Exception as exc:
             log.error("periodic job %s failed: %s", job.id, brief(exc))
             if isinstance(exc, PyMongoError) and hasattr(worker, "note_database_error"):
@@ -87,8 +92,12 @@ def _guarded(job: PeriodicJob, worker) -> Callable[[], None]:
 
 
 def start_scheduler(worker, jobs: list[PeriodicJob] | None = None) -> BackgroundScheduler:
-    """Start a BackgroundScheduler running the table for ``worker``."""
-    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max_workers=6)},
+    """Start a BackgroundScheduler running the table for ``worker``.
+
+    Each run has a daemon thread of its own (``threads.py``): a stopping process does not wait at exit for a job
+    still running (a refit, a hung call); ``Worker.stop`` has settled what it held by then.
+    """
+    scheduler = BackgroundScheduler(executors={"default": DaemonJobExecutor()},
                                     job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
                                     timezone="UTC")
     for job in jobs or JOBS:
