@@ -299,3 +299,32 @@ def test_recompute_runs_when_asked_then_waits_for_the_interval(app):
     state = recompute.state()
     assert state["lastCount"] == 25 and state["lastRunAt"] >= state["requestedAt"]
     assert worker.recompute_if_due() == 0            # not due again until SIMILARITY_RECOMPUTE_INTERVAL
+
+
+def test_a_language_that_names_no_language_is_a_400(app, client):
+    """README: ``?language=`` keeps one language's jobs; a value that names no language is a 400 naming it."""
+    job = str(next(iter(insert_jobs(3, np.random.default_rng(3)))))
+    computed_lists()
+    for value in ("xx", "qq-GB", "xyz", "Klingon", "und", "12", "<b>", "e" * 300):
+        response = client.get(f"/api/jobs/{job}/similar", query_string={"language": value})
+        assert response.status_code == 400, value
+        error = response.get_json()["error"]
+        assert error["code"] == "invalid_input" and set(error["fields"]) == {"language"}, value
+        assert "language=" in error["message"] and value[:40] in error["message"], value
+    # A language the product knows, with no job of it in the list, is an empty list (200).
+    for value in ("de", "en-GB", "eng", "English", "yue", "sq"):
+        response = client.get(f"/api/jobs/{job}/similar", query_string={"language": value})
+        assert response.status_code == 200, value
+    assert client.get(f"/api/jobs/{job}/similar?language=de").get_json()["similarJobs"] == []
+
+
+def test_the_known_languages_cover_everything_a_job_can_be_given():
+    """Every code py3langid can give a job, and every code normalise() maps a name or ISO 639-2 code to."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    from jobflow.embeddings import language
+    from jobflow.web.api.params import KNOWN_LANGUAGES
+    detected = set(LanguageIdentifier.from_model_file(MODEL_FILE).nb_classes)
+    assert detected <= KNOWN_LANGUAGES
+    assert set(language._NAMES.values()) | set(language._THREE.values()) <= KNOWN_LANGUAGES
+    assert len(KNOWN_LANGUAGES) == 184 + 26        # ISO 639-1, and py3langid's 3-letter codes

@@ -85,7 +85,8 @@ def spec() -> dict:
                                         "description": "up to SIMILARITY_TOP_N"},
                                        {"name": "language", "in": "query", "schema": {"type": "string"},
                                         "description": "only jobs in this language (en, sq, en-GB, English...), "
-                                                       "taken from the same list, so fewer may come back"}],
+                                                       "taken from the same list, so fewer may come back; "
+                                                       "a value that names no language is a 400"}],
                         "responses": {"200": _ok("SimilarJobs"), "400": _ERROR, "404": _ERROR}},
             },
             "/api/health/embeddings": {
