@@ -74,7 +74,7 @@ def test_a_copied_cookie_stops_working_after_logout(app, admin):
 
 def test_logout_ends_every_session_of_that_user_only(app, admin):
     laptop = signed_in_browser(app)
-    colleague = signed_in_browser(app, "other@example.com", "other horse")
+    colleague = signed_in_browser(app, "other@example.com", "another horse")
     admin.post("/logout", data={"csrf_token": admin.token})
     assert_signed_out(laptop)
     assert colleague.get(PAGE).status_code == 200
@@ -85,10 +85,10 @@ def test_logout_ends_every_session_of_that_user_only(app, admin):
 
 def test_a_password_change_ends_the_old_sessions(app, admin):
     cookie = saved_cookie(admin)
-    update_user("admin@example.com", "a new horse", "admin")
+    update_user("admin@example.com", "a new brown horse", "admin")
     assert_signed_out(admin)
     assert_signed_out(replay(app, cookie))
-    assert authenticate("admin@example.com", "a new horse") is not None
+    assert authenticate("admin@example.com", "a new brown horse") is not None
 
 
 def test_create_admin_update_ends_the_old_sessions(app, admin):
@@ -96,8 +96,8 @@ def test_create_admin_update_ends_the_old_sessions(app, admin):
     if "create-admin" not in app.cli.commands:
         register(app)
     cookie = saved_cookie(admin)
-    result = app.test_cli_runner().invoke(args=["create-admin", "admin@example.com", "--password", "changed-pass",
-                                                "--update"])
+    result = app.test_cli_runner().invoke(args=["create-admin", "admin@example.com", "--password-stdin", "--update"],
+                                          input="changed-pass-Kq9\n")
     assert result.exit_code == 0, result.output
     assert_signed_out(replay(app, cookie))
 

@@ -31,10 +31,23 @@ class ActionRefused(Exception):
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts, through what (page, api, cli), from where."""
+    """Who acts, through what (page, api, cli), from where (the client's address; for cli, the host)."""
     name: str
     via: str
     ip: str | None = None
+
+
+def cli_actor() -> Actor:
+    """Who runs a command: the OS account of the process, by its uid ($USER can say anything), on this host."""
+    import os
+    import pwd
+    import socket
+    uid = os.geteuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:            # a uid without an account (a container's arbitrary uid)
+        name = f"uid {uid}"
+    return Actor(name, "cli", socket.gethostname())
 
 
 def audit(actor: Actor, action: str, target: str = "", count: int = 0, **detail) -> None:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,34 +39,184 @@ class ImportFileError(ValueError):
     """The file cannot be read as CSV or JSON lines."""
 
 
+SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
+# The most one row may hold: a line of JSON lines, a record of a CSV file, an element of a .json array. The
+# same figure as the API's largest body (API_MAX_BODY_BYTES' default): a posting is never near it.
+MAX_ROW_CHARS = 1_048_576
+_CHUNK = 65_536
+NEWLINE = "\n"
+
+
 def read_rows(path: Path) -> Iterator[tuple[int, object]]:
-    """(line or row number, row) from a .csv, .jsonl/.ndjson or .json file."""
+    """(line or row number, row) from a .csv, .jsonl/.ndjson or .json file, read as a stream.
+
+    Memory stays bounded whatever the file: a row longer than MAX_ROW_CHARS, text that is not UTF-8,
+    JSON nested too deeply or a file that is not a regular one (a FIFO, a device, a directory) raise
+    ImportFileError naming the line. A line of JSON lines that is merely broken is a row of its own
+    (an ImportFileError as the row), reported and skipped like any invalid row.
+    """
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            for number, row in enumerate(csv.DictReader(handle), start=2):
-                yield number, row
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        with open(path, encoding="utf-8") as handle:
-            first = handle.read(1)
-            handle.seek(0)
-            if suffix == ".json" and first == "[":
-                try:
-                    rows = json.load(handle)
-                except json.JSONDecodeError as exc:
-                    raise ImportFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-                for number, row in enumerate(rows, start=1):
-                    yield number, row
-                return
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, ImportFileError(f"not valid JSON ({exc.msg})")
-    else:
-        raise ImportFileError(f"{path}: expected a .csv, .jsonl, .ndjson or .json file")
+    if suffix not in SUFFIXES:
+        raise ImportFileError(f"expected a .csv, .jsonl, .ndjson or .json file, not {path.name!r}")
+    with _open_regular(path) as handle:
+        if suffix == ".csv":
+            yield from _csv_rows(_lines(handle))
+        elif suffix == ".json" and _starts_array(handle):
+            yield from _array_rows(handle)
+        else:
+            yield from _json_lines(_lines(handle))
+
+
+def _open_regular(path: Path):
+    """The file opened for binary reading, or ImportFileError when it is no regular file.
+
+    Checked before opening (a device is never opened) and again on the open descriptor, opened without
+    blocking, so a FIFO never waits for a writer and a link swapped meanwhile cannot lead elsewhere.
+    """
+    try:
+        _refuse_special(os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ImportFileError("no such file") from None
+    except OSError as exc:
+        raise ImportFileError(exc.strerror or str(exc)) from None
+    try:
+        _refuse_special(os.fstat(fd).st_mode)
+    except ImportFileError:
+        os.close(fd)
+        raise
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _refuse_special(mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket or other special file")
+    raise ImportFileError(f"{kind}, not a regular file")
+
+
+def _lines(handle) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, none longer than MAX_ROW_CHARS (a byte-order mark is dropped)."""
+    limit = MAX_ROW_CHARS * 4 + 2           # UTF-8 takes at most 4 bytes a character, then \r\n
+    number = 0
+    while True:
+        raw = handle.readline(limit)
+        if not raw:
+            return
+        number += 1
+        too_long = f"line {number}: longer than {MAX_ROW_CHARS:,} characters, the most a row may hold"
+        if len(raw) == limit and not raw.endswith(b"\n"):
+            raise ImportFileError(too_long)
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImportFileError(f"line {number}: not UTF-8 text (byte {exc.start + 1} of the line)") from None
+        if len(line.rstrip("\r\n")) > MAX_ROW_CHARS:
+            raise ImportFileError(too_long)
+        yield number, line
+
+
+def _json_lines(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, object]]:
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except RecursionError:
+            raise ImportFileError(f"line {number}: JSON nested too deeply") from None
+        except ValueError as exc:   # JSONDecodeError, or an integer of more than 4,300 digits
+            yield number, ImportFileError(f"not valid JSON ({getattr(exc, 'msg', None) or exc})")
+
+
+def _csv_rows(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, object]]:
+    """Rows of a CSV file as dicts, numbered as a spreadsheet shows them (the header is row 1)."""
+    record = {"chars": 0, "line": 0}
+
+    def fed():
+        for number, line in lines:
+            record["chars"] += len(line)
+            record["line"] = number
+            if record["chars"] > MAX_ROW_CHARS:    # a quoted field left open runs on to the end of the file
+                raise ImportFileError(f"line {number}: a record longer than {MAX_ROW_CHARS:,} characters, "
+                                      "the most a row may hold (an unclosed quote?)")
+            yield line
+    reader = csv.DictReader(fed())
+    try:
+        for number, row in enumerate(reader, start=2):
+            record["chars"] = 0
+            yield number, row
+    except csv.Error as exc:
+        raise ImportFileError(f"line {record['line']}: not valid CSV ({exc})") from None
+
+
+def _starts_array(handle) -> bool:
+    """Whether the file's first character (after a byte-order mark and blanks) opens a JSON array."""
+    head = handle.read(_CHUNK).lstrip(b"\xef\xbb\xbf").lstrip()
+    handle.seek(0)
+    return head.startswith(b"[")
+
+
+def _array_rows(handle) -> Iterator[tuple[int, object]]:
+    """The elements of a JSON array, decoded one at a time, each at most MAX_ROW_CHARS long."""
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig")
+    decoder = json.JSONDecoder()
+    buffer, lines_before, ended, number = "", 0, False, 0
+
+    def more() -> bool:
+        nonlocal buffer
+        try:
+            chunk = text.read(_CHUNK)
+        except UnicodeDecodeError:
+            raise ImportFileError(f"{where(len(buffer))} or after it: not UTF-8 text") from None
+        buffer += chunk
+        return bool(chunk)
+
+    def where(pos: int) -> str:
+        return f"element {number + 1} (line {lines_before + buffer.count(NEWLINE, 0, pos) + 1})"
+
+    more()
+    pos = buffer.index("[") + 1
+    while True:
+        while True:
+            pos = _skip_blanks(buffer, pos)
+            if pos < len(buffer) or ended:
+                break
+            ended = not more()
+        if pos >= len(buffer):
+            raise ImportFileError(f"{where(pos)}: not valid JSON (the array is not closed)")
+        if buffer[pos] == "]":
+            return
+        if number and buffer[pos] == ",":
+            pos = _skip_blanks(buffer, pos + 1)
+        elif number:
+            raise ImportFileError(f"{where(pos)}: not valid JSON (expected , or ] between elements)")
+        lines_before += buffer.count(NEWLINE, 0, pos)
+        buffer, pos = buffer[pos:], 0
+        while True:
+            try:
+                row, end = decoder.raw_decode(buffer, 0)
+                # A number or a word cut by the chunk's end decodes too: believe it only with text after it.
+                if _skip_blanks(buffer, end) < len(buffer) or ended:
+                    break
+            except RecursionError:
+                raise ImportFileError(f"{where(0)}: JSON nested too deeply") from None
+            except ValueError as exc:
+                if ended:
+                    raise ImportFileError(f"{where(0)}: not valid JSON ({getattr(exc, 'msg', None) or exc})") from None
+            if len(buffer) > MAX_ROW_CHARS:
+                raise ImportFileError(f"{where(0)}: longer than {MAX_ROW_CHARS:,} characters, the most a row may hold")
+            ended = not more()
+        number += 1
+        yield number, row
+        pos = end
+
+
+def _skip_blanks(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
 
 
 TITLE_CUT = 120

@@ -16,8 +16,26 @@ SAMPLE_B = "Junior Developer role seeking 2 years experience with JavaScript and
 SAMPLE_C = "Registered nurse for the night shift of a hospital emergency department"
 
 
+# The original specification's .env example ships OPENAI_API_KEY=sk-your-openai-api-key-here (and
+# sk-your-actual-openai-api-key-here); its own test script stopped at any key starting "sk-your".
+PLACEHOLDER_KEY_PREFIX = "sk-your"
+
+
 class CheckFailed(Exception):
     """A check did not pass; the message is the reason."""
+
+
+def is_placeholder_key(key: str | None) -> bool:
+    """Whether an API key is the specification's placeholder rather than a key."""
+    return bool(key) and key.strip().lower().startswith(PLACEHOLDER_KEY_PREFIX)
+
+
+def placeholder_key_problem(settings) -> str | None:
+    """One line naming OPENAI_API_KEY when the OpenAI provider would be called with the placeholder; else None."""
+    if settings.get("EMBEDDING_PROVIDER") == "openai" and is_placeholder_key(settings.get("OPENAI_API_KEY")):
+        return (f"OPENAI_API_KEY is still the placeholder of the example settings ({PLACEHOLDER_KEY_PREFIX}...), "
+                "not a key: set your OpenAI API key in .env or the environment")
+    return None
 
 
 def _database(settings, state):
@@ -28,13 +46,17 @@ def _database(settings, state):
 def _configuration(settings, state):
     if settings["EMBEDDING_PROVIDER"] == "openai":
         key = settings["OPENAI_API_KEY"]
-        if not key or key.startswith("sk-your"):
+        if not key or is_placeholder_key(key):
             raise CheckFailed("OPENAI_API_KEY is not set to a real key")
+        state["provider_ready"] = True
         return f"provider openai, model {settings['OPENAI_EMBEDDING_MODEL']}, key set"
+    state["provider_ready"] = True
     return "provider local (bundled multilingual-e5-small), no key needed"
 
 
 def _generation(settings, state):
+    if not state.get("provider_ready"):
+        raise CheckFailed("skipped: the provider configuration failed, so nothing is sent to the provider")
     provider = get_provider(settings)
     try:
         batch = provider.embed([provider.prepare(t) for t in (SAMPLE_A, SAMPLE_B, SAMPLE_C)])

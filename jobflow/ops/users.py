@@ -12,12 +12,17 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from mongoengine.errors import NotUniqueError
 from werkzeug.security import check_password_hash, generate_password_hash
+from zxcvbn import zxcvbn
 
 from jobflow.models import AdminUser
 from jobflow.models.user import ROLES
 from jobflow.timeutil import utcnow
 
-MIN_PASSWORD_LENGTH = 8
+MIN_PASSWORD_LENGTH = 12
+# zxcvbn's scale: 3 is "safely unguessable" (about 10^8 guesses: common passwords, keyboard walks, repeats,
+# years and dictionary words with digits score lower). It rates the first 72 characters (its own limit).
+MIN_PASSWORD_SCORE = 3
+_RATED_LENGTH = 72
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 # Checked when the email is unknown, so a wrong email costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
@@ -37,8 +42,24 @@ def _check(email: str, password: str, role: str) -> None:
         raise UserError(f"not an email address: {email!r}")
     if role not in ROLES:
         raise UserError("role must be one of " + ", ".join(ROLES))
-    if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise UserError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
+    check_password(password, email)
+
+
+def check_password(password: str, email: str = "") -> None:
+    """UserError when the password is shorter than MIN_PASSWORD_LENGTH or easy to guess.
+
+    Easy to guess is zxcvbn's (a maintained estimator with lists of common passwords, names and words)
+    score below MIN_PASSWORD_SCORE; the email and its name part count as known words.
+    """
+    password = password or ""
+    if len(password) < MIN_PASSWORD_LENGTH or not password.strip():
+        raise UserError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters (not only spaces)")
+    rating = zxcvbn(password[:_RATED_LENGTH], user_inputs=[email, email.partition("@")[0]] if email else [],
+                    max_length=_RATED_LENGTH)
+    if rating["score"] < MIN_PASSWORD_SCORE:
+        why = rating["feedback"].get("warning") or "It is made of common words, names or patterns"
+        raise UserError(f"the password is too easy to guess: {why[0].lower()}{why[1:].rstrip('.')} (choose a longer or less "
+                        "common one, e.g. four unrelated words)")
 
 
 def create_user(email: str, password: str, role: str = "admin") -> AdminUser:

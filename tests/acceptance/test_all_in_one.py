@@ -248,7 +248,7 @@ def test_the_worker_writes_a_sample_for_every_minute_that_ended(aio):
 
 
 def test_the_overview_shows_chart_points_and_the_tokens_spent(aio):
-    made = aio.product.run(FLASK + ["create-admin", ADMIN_EMAIL, "--password", ADMIN_PASSWORD])
+    made = aio.product.run(FLASK + ["create-admin", ADMIN_EMAIL], extra_env={"JOBFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD})
     assert made.returncode == 0, made.text[-2000:]
     browser = Browser(aio.base)
     browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD)

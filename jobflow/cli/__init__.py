@@ -1,13 +1,17 @@
 """The product's ``flask --app app`` commands (``app.py`` adds the dev command ``benchmark`` from ``benchmarks/``)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import with_appcontext
 
+from jobflow.cli.audit import audited, record
 from jobflow.models.user import ROLES
+
+ADMIN_PASSWORD_ENV = "JOBFLOW_ADMIN_PASSWORD"
 
 
 def register(app: Flask) -> None:
@@ -19,44 +23,75 @@ def register(app: Flask) -> None:
         app.cli.add_command(command)
 
 
+def _refuse_password_argument(ctx, param, value):
+    if value is not None:
+        raise click.UsageError(f"--password is not accepted: every user of this machine can read a command's "
+                               f"arguments (ps). Type the password at the prompt, or give it on standard input "
+                               f"with --password-stdin, or in {ADMIN_PASSWORD_ENV}", ctx)
+
+
 @click.command("create-admin")
 @click.argument("email")
-@click.option("--password", default=None, help="the password; prompted (hidden) when not given")
+@click.option("--password", default=None, hidden=True, expose_value=False, is_eager=True,
+              callback=_refuse_password_argument)
+@click.option("--password-stdin", is_flag=True, help="read the password from the first line of standard input")
 @click.option("--role", type=click.Choice(ROLES), default="admin", show_default=True,
               help="admin may act; viewer may only look")
 @click.option("--update", is_flag=True, help="change the password and role of an existing user instead")
 @with_appcontext
-def create_admin_command(email, password, role, update):
-    """Create a dashboard user (or change one with --update)."""
-    from jobflow.ops.actions import Actor, audit
-    from jobflow.ops.users import MIN_PASSWORD_LENGTH, UserError, create_user, update_user
-    if password is None:
-        password = click.prompt(f"Password (at least {MIN_PASSWORD_LENGTH} characters)", hide_input=True,
-                                confirmation_prompt=True)
+@audited("create-user")
+def create_admin_command(email, password_stdin, role, update):
+    """Create a dashboard user (or change one with --update).
+
+    The password is typed at a hidden prompt, or read from standard input (--password-stdin) or from the
+    environment variable JOBFLOW_ADMIN_PASSWORD; never from the command line, which other users can see.
+    It needs at least 12 characters and must not be easy to guess.
+    """
+    from jobflow.ops.users import UserError, create_user, update_user
+    record(action="update-user" if update else "create-user", target=f"{email} ({role})")
+    password = _admin_password(password_stdin)
     try:
         user = (update_user if update else create_user)(email, password, role)
     except UserError as exc:
         hint = " (use --update to change it)" if str(exc).endswith("already exists") else ""
         raise click.ClickException(f"{exc}{hint}") from None
-    audit(Actor("cli", "cli"), "update-user" if update else "create-user", target=f"{user.email} ({user.role})")
+    record(target=f"{user.email} ({user.role})", count=1)
     click.echo(f"{'updated' if update else 'created'} {user.role} {user.email}; sign in at /login")
 
 
+def _admin_password(from_stdin: bool) -> str:
+    """The new password: standard input's first line, else the environment, else a hidden prompt (twice)."""
+    from jobflow.ops.users import MIN_PASSWORD_LENGTH
+    if from_stdin:
+        line = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        if not line:
+            raise click.ClickException("--password-stdin: standard input held no password")
+        return line
+    if os.environ.get(ADMIN_PASSWORD_ENV):
+        return os.environ[ADMIN_PASSWORD_ENV]
+    return click.prompt(f"Password (at least {MIN_PASSWORD_LENGTH} characters, not a common one)", hide_input=True,
+                        confirmation_prompt=True)
+
+
 @click.command("import-jobs")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
+@audited("import-jobs")
 def import_jobs_command(path: Path):
     """Import job postings from a CSV or JSON-lines file and queue their embeddings."""
     from jobflow.ops.importer import ImportFileError, count_rows, import_jobs
-    if not path.exists():
-        raise click.BadParameter(f"no such file: {path}", param_hint="PATH")
     try:
         total = count_rows(path)
         with click.progressbar(length=total, label=f"Importing {path.name}", file=click.get_text_stream("stderr"),
                                show_pos=True) as bar:
             report = import_jobs(path, progress=bar.update)
-    except (ImportFileError, UnicodeDecodeError) as exc:
-        raise click.ClickException(f"cannot read {path}: {exc}") from None
+    except ImportFileError as exc:
+        raise click.ClickException(f"cannot import {path}: {exc}") from None
+    _record_report(report)
     _print_report(report)
+
+
+def _record_report(report) -> None:
+    record(count=report.imported, skipped=report.skipped, invalid=report.invalid, queued=report.queued)
 
 
 def _print_report(report) -> None:
@@ -72,10 +107,13 @@ def _print_report(report) -> None:
 
 
 @click.command("load-demo")
+@audited("load-demo")
 def load_demo_command():
     """Import the bundled demo postings (skips those already imported)."""
     from jobflow.ops.importer import load_demo_data
-    _print_report(load_demo_data())
+    report = load_demo_data()
+    _record_report(report)
+    _print_report(report)
 
 
 @click.command("worker")
@@ -93,6 +131,7 @@ def worker_command():
 
 @click.command("recompute-all")
 @with_appcontext
+@audited("recompute-all")
 def recompute_all_command():
     """Recompute every similar-jobs list now, in this process, with progress."""
     from flask import current_app
@@ -116,28 +155,35 @@ def recompute_all_command():
             bar.update(done - state["done"])
             state["done"] = done
         count = lists.refit_and_recompute(progress)
+    record(count=count)
     corrected = f", language correction version {lists.correction.version}" if lists.correction.active else ""
     click.echo(f"recomputed {count} lists (top {lists.top_n}, minimum score {lists.min_score}{corrected})")
 
 
 @click.command("retry-failed")
 @with_appcontext
+@audited("retry-failed")
 def retry_failed_command():
     """Put every failed queue item back to pending with fresh attempts."""
     from jobflow.jobs import queue
-    click.echo(f"{queue.retry_failed()} failed items are pending again")
+    count = queue.retry_failed()
+    record(count=count)
+    click.echo(f"{count} failed items are pending again")
 
 
 @click.command("clear-old-queue")
 @click.option("--days", type=click.IntRange(min=0), default=None, help="age in days (default QUEUE_CLEANUP_DAYS)")
 @with_appcontext
+@audited("clear-old-queue")
 def clear_old_queue_command(days):
     """Delete finished queue items older than QUEUE_CLEANUP_DAYS."""
     from flask import current_app
 
     from jobflow.jobs import queue
     days = current_app.config["QUEUE_CLEANUP_DAYS"] if days is None else days
-    click.echo(f"deleted {queue.clear_old(days)} finished items older than {days} days")
+    count = queue.clear_old(days)
+    record(count=count, target=f"--days {days}")
+    click.echo(f"deleted {count} finished items older than {days} days")
 
 
 @click.command("env-example")
@@ -155,6 +201,7 @@ MIGRATION_COUNTDOWN_SECONDS = 5
               help="count and report; change nothing (DRY_RUN=true does the same)")
 @click.option("--yes", "-y", is_flag=True, help="start at once: no countdown on a terminal")
 @with_appcontext
+@audited("migrate-embeddings")
 def migrate_embeddings_command(dry_run, yes):
     """Queue embeddings for every active job without a current one (new model = re-embed)."""
     from flask import current_app
@@ -188,6 +235,7 @@ def migrate_embeddings_command(dry_run, yes):
             migration_id, queued = migration.run(found, bar.update)
     except Exception as exc:
         raise click.ClickException(f"migration stopped: {exc}") from None
+    record(count=queued, migrationId=str(migration_id))
     click.echo(f"migration {migration_id}: queued {queued} jobs at back-fill priority "
                f"(live edits go first); the worker embeds them")
 
@@ -216,7 +264,10 @@ def test_embeddings_command():
     """Run the eight checks of the embedding system; exit 1 if any fails."""
     from flask import current_app
 
-    from jobflow.ops.provider_check import run_checks
+    from jobflow.ops.provider_check import placeholder_key_problem, run_checks
+    problem = placeholder_key_problem(current_app.config)
+    if problem:
+        raise click.ClickException(f"{problem}; nothing was sent to the provider")
     if not run_checks(dict(current_app.config), click.echo):
         raise SystemExit(1)
     click.echo("all checks passed")
@@ -229,6 +280,7 @@ def test_embeddings_command():
 @click.option("--reenable", is_flag=True, help="lift a level 1 or 2 rollback: workers claim again, lists are served")
 @click.option("--confirm", "confirmation", default=None, help="for level 3 without a prompt: the database name")
 @with_appcontext
+@audited("rollback")
 def rollback_command(level_, dry_run, reenable, confirmation):
     """Roll the embedding system back (the runbook's three levels)."""
     from jobflow.db import get_db
@@ -265,6 +317,8 @@ def rollback_command(level_, dry_run, reenable, confirmation):
     click.echo(f"level {level_} in force: workers stop claiming within seconds")
     if level_ == 3:
         removed = rollback.remove_embedding_data()
+        record(count=removed.jobs_with_embedding, queueItems=removed.queue_items,
+                workerStatuses=removed.worker_statuses)
         click.echo(f"removed embedding data from {removed.jobs_with_embedding} jobs; dropped {removed.queue_items} "
                    f"queue items and {removed.worker_statuses} worker statuses")
         click.echo("to start again later: flask --app app rollback --reenable && flask --app app migrate-embeddings")
