@@ -13,6 +13,7 @@ import pytest
 from jobflow.models import AdminUser, QueueItem
 from jobflow.ops.users import authenticate, create_user, update_user
 from jobflow.web.access import load_user
+from tests.support.seeding import add_items
 from tests.support.web import csrf_from
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
@@ -139,12 +140,6 @@ def test_a_user_from_before_session_tokens_gets_one_at_sign_in(app):
 
 # --- sign-in starts a new session; sessions end when idle or old (SESSION_IDLE_MINUTES, SESSION_MAX_HOURS) ---
 
-def failed_item() -> QueueItem:
-    item = QueueItem(jobId="65a000000000000000000001", status="failed", lastError="boom")
-    item.save()
-    return item
-
-
 def test_sign_in_starts_a_new_session_with_a_new_csrf_token(app):
     """Session fixation: an attacker plants a session cookie (and knows its CSRF token) before the admin signs in."""
     create_user("admin@example.com", "correct horse", "admin")
@@ -156,12 +151,12 @@ def test_sign_in_starts_a_new_session_with_a_new_csrf_token(app):
                                          "csrf_token": planted_token})
     assert signed.status_code == 302
     assert saved_cookie(victim) != planted
-    item = failed_item()
+    (item,) = add_items(1, "failed", "boom")
     api = victim.post("/api/admin/embeddings/retry-failed", json={}, headers={"X-CSRFToken": planted_token})
     assert api.status_code == 400 and api.get_json()["error"]["code"] == "csrf_failed"
-    form = victim.post(f"/admin/embeddings/queue/{item.id}/retry", data={"csrf_token": planted_token, "confirm": "yes"})
+    form = victim.post(f"/admin/embeddings/queue/{item}/retry", data={"csrf_token": planted_token, "confirm": "yes"})
     assert form.status_code == 400
-    assert QueueItem.objects.get(id=item.id).status == "failed"
+    assert QueueItem.objects.get(id=item).status == "failed"
     assert replay(app, planted).get(PAGE).status_code == 302          # the planted cookie itself signs nobody in
     # The new session's own token works.
     token = csrf_from(victim.get(PAGE).get_data(as_text=True))

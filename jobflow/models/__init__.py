@@ -5,14 +5,14 @@ from jobflow.models.capture import CaptureState, JobChange, JobMisfit
 from jobflow.models.correction import CorrectionHeader
 from jobflow.models.job import Embedding, Job, JobDeletion, SimilarJob
 from jobflow.models.lease import Lease
-from jobflow.models.login_limit import LoginAttempts
+from jobflow.models.login_limit import LoginAttempts, RequestCounts
 from jobflow.models.metric_sample import MetricSample
 from jobflow.models.queue_item import QueueItem
 from jobflow.models.user import AdminUser
 from jobflow.models.worker_status import WorkerStatus
 
 ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, MetricSample, Alert, AlertState, CorrectionHeader,
-                 LoginAttempts, JobDeletion, CaptureState, JobChange, JobMisfit)
+                 LoginAttempts, RequestCounts, JobDeletion, CaptureState, JobChange, JobMisfit)
 
 # Indexes earlier versions created that no query uses any more. On the embedded database every index is
 # read and rewritten by every write of its collection (a list or vector stored, an item claimed), so
@@ -39,6 +39,7 @@ def ensure_indexes() -> list[str]:
 
 
 __all__ = ["Embedding", "Job", "JobDeletion", "SimilarJob", "OBSOLETE_INDEXES", "QueueItem", "WorkerStatus", "AdminUser",
-           "Lease", "AuditEntry", "MetricSample", "Alert", "AlertState", "LoginAttempts", "CorrectionHeader", "ALL_DOCUMENTS",
+           "Lease", "AuditEntry", "MetricSample", "Alert", "AlertState", "LoginAttempts", "RequestCounts",
+           "CorrectionHeader", "ALL_DOCUMENTS",
            "CaptureState", "JobChange", "JobMisfit",
            "ensure_indexes"]

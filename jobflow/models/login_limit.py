@@ -1,4 +1,5 @@
-"""Sign-in attempts per client and time window, shared by every process and host (collection ``loginattempts``).
+"""Counts per client and time window, shared by every process and host: sign-in attempts (``loginattempts``)
+and the admin API's writes and wrong tokens (``requestcounts``).
 
 One document per client and window length: ``_id`` is ``"<window seconds>|<client>"``.
 A window opens at a client's first attempt and lasts ``seconds``; every attempt in
@@ -23,12 +24,9 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-class LoginAttempts(Document):
-    """How many sign-in attempts one client made in its current window."""
-    meta = {
-        "collection": "loginattempts",
-        "indexes": [{"fields": ["expiresAt"], "name": "expire", "expireAfterSeconds": 0}],
-    }
+class WindowCount(Document):
+    """How many times one client did something in its current window (a collection per kind of thing)."""
+    meta = {"abstract": True}
 
     id = StringField(primary_key=True)
     count = IntField(default=0)
@@ -61,7 +59,7 @@ class LoginAttempts(Document):
                 return 1, end
             except DuplicateKeyError:
                 continue  # another process inserted it first; count into its window
-        raise RuntimeError(f"could not count a sign-in attempt for {key}")
+        raise RuntimeError(f"could not count in {collection.name} for {key}")
 
     @classmethod
     def give_back(cls, client: str, seconds: int, window_end: datetime) -> None:
@@ -72,5 +70,25 @@ class LoginAttempts(Document):
     @classmethod
     def attempts(cls, client: str, seconds: int, now: datetime) -> int:
         """The attempts of ``client`` in its open window of ``seconds`` (0 when none is open)."""
-        doc = cls._get_collection().find_one({"_id": cls._key(client, seconds), "windowEnd": {"$gt": now}})
-        return int(doc["count"]) if doc else 0
+        return cls.open_windows(client, (seconds,), now).get(seconds, (0, now))[0]
+
+    @classmethod
+    def open_windows(cls, client: str, windows, now: datetime) -> dict[int, tuple[int, datetime]]:
+        """Window seconds -> (count, end) of each of ``client``'s open windows among ``windows``, in one read."""
+        keys = {cls._key(client, seconds): seconds for seconds in windows}
+        docs = cls._get_collection().find({"_id": {"$in": list(keys)}, "windowEnd": {"$gt": now}})
+        return {keys[doc["_id"]]: (int(doc["count"]), _aware(doc["windowEnd"])) for doc in docs}
+
+
+_EXPIRE = {"fields": ["expiresAt"], "name": "expire", "expireAfterSeconds": 0}
+
+
+class LoginAttempts(WindowCount):
+    """How many sign-in attempts one client made in its current window."""
+    meta = {"collection": "loginattempts", "indexes": [dict(_EXPIRE)]}
+
+
+class RequestCounts(WindowCount):
+    """How many admin API writes, or requests with a wrong API token, one client made in its current window
+    (the client is prefixed by what is counted: ``write|203.0.113.9``)."""
+    meta = {"collection": "requestcounts", "indexes": [dict(_EXPIRE)]}

@@ -19,11 +19,14 @@ from flask import Flask, abort, current_app, flash, g, redirect, request, sessio
 from flask_login import current_user, login_user, logout_user
 
 from jobflow.extensions import login_manager
+from jobflow.ops import request_limit
 from jobflow.ops.users import session_user
+from jobflow.timeutil import utcnow
 from jobflow.web.errors import APIError
 
 SIGNED_IN_AT, SEEN_AT = "signed_in_at", "seen_at"     # seconds since the epoch, in the signed session cookie
 _EXPIRED = "jobflow.session_expired"                   # request.environ: this request's session just ended
+_BEARER = "jobflow.bearer_ok"                          # request.environ: whether this request holds the token
 
 
 def init_app(app: Flask) -> None:
@@ -87,11 +90,37 @@ def load_user(session_id: str):
 
 
 def bearer_ok() -> bool:
-    """True when the request carries the configured ADMIN_API_TOKEN as a Bearer token."""
-    token = current_app.config.get("ADMIN_API_TOKEN") or ""
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    """True when the request carries the configured ADMIN_API_TOKEN as a Bearer token.
+
+    A wrong Bearer token counts against the client (ops.request_limit, shared by every process): over the limit
+    the request is a 429, and the client's tokens are not even compared until its window ends.
+    """
+    if _BEARER not in request.environ:
+        request.environ[_BEARER] = _check_bearer()
+    return request.environ[_BEARER]
+
+
+def _check_bearer() -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False       # no token at all (an anonymous caller, or Basic credentials for a proxy in front)
+    now = utcnow()
+    retry_after = request_limit.token_refused(request.remote_addr, now)
+    if retry_after is None:
+        token = current_app.config.get("ADMIN_API_TOKEN") or ""
+        if token and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return True
+        retry_after = request_limit.wrong_token(request.remote_addr, now)
+        if retry_after is None:
+            return False
+    current_app.logger.warning("API token refused: too many wrong tokens from %s", request.remote_addr)
+    raise too_many("Too many requests with a wrong API token", retry_after)
+
+
+def too_many(what: str, retry_after: int) -> APIError:
+    """The 429 of a shared limit, as JSON with Retry-After."""
+    return APIError(429, "too_many_requests", f"{what}; try again in {retry_after} s.",
+                    headers={"Retry-After": str(retry_after)})
 
 
 def token_required(view):

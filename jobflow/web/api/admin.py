@@ -8,19 +8,17 @@ from flask import current_app, jsonify, request, url_for
 from flask_login import current_user
 from flask_wtf import csrf
 
-from jobflow.extensions import limiter
 from jobflow.ops import actions, samples
 from jobflow.ops.counts import queue_counts
 from jobflow.ops.overview import overview_data
 from jobflow.ops.queue_view import PAGE_SIZE, TASK_TYPES, QueueFilter, parse_oid, queue_page
+from jobflow.ops.request_limit import take_write
 from jobflow.ops.workers import worker_rows, worker_summary
-from jobflow.timeutil import iso
-from jobflow.web.access import bearer_ok, session_expired
+from jobflow.timeutil import iso, utcnow
+from jobflow.web.access import bearer_ok, session_expired, too_many
 from jobflow.web.api.blueprint import bp
 from jobflow.web.api.params import int_arg
 from jobflow.web.errors import APIError
-
-WRITE_LIMIT = "30 per minute"
 
 
 def _actor(write: bool) -> actions.Actor:
@@ -40,6 +38,15 @@ def _actor(write: bool) -> actions.Actor:
         raise APIError(401, "session_expired", "The dashboard session expired; sign in again.")
     raise APIError(401, "unauthorized", "Send Authorization: Bearer <ADMIN_API_TOKEN>.",
                    headers={"WWW-Authenticate": "Bearer"})
+
+
+def _writer() -> actions.Actor:
+    """Who writes (``_actor``), counted against the write limit every process shares (30 a minute per client)."""
+    actor = _actor(write=True)
+    retry_after = take_write(request.remote_addr, utcnow())
+    if retry_after is not None:
+        raise too_many("Too many admin API writes", retry_after)
+    return actor
 
 
 def _body() -> dict:
@@ -129,10 +136,9 @@ def _result(action: str, count: int, message: str):
 
 
 @bp.post("/admin/embeddings/recompute-all")
-@limiter.limit(WRITE_LIMIT)
 def admin_recompute_all():
     """Ask the workers to recompute every similar-jobs list (``dryRun`` shows the impact only)."""
-    actor, body = _actor(write=True), _body()
+    actor, body = _writer(), _body()
     if _dry_run(body):
         return jsonify(actions.preview_recompute_all(current_app.config).as_json())
     count = actions.recompute_all(actor, current_app.config)
@@ -140,10 +146,9 @@ def admin_recompute_all():
 
 
 @bp.post("/admin/embeddings/retry-failed")
-@limiter.limit(WRITE_LIMIT)
 def admin_retry_failed():
     """Failed items back to pending (optionally only one ``taskType``; ``dryRun`` shows the impact only)."""
-    actor, body = _actor(write=True), _body()
+    actor, body = _writer(), _body()
     task = body.get("taskType")
     if task is not None and task not in TASK_TYPES:
         raise APIError(400, "invalid_input", "Unknown taskType.", {"taskType": "expected one of " +
@@ -157,10 +162,9 @@ def admin_retry_failed():
 
 
 @bp.post("/admin/embeddings/clear-old-queue")
-@limiter.limit(WRITE_LIMIT)
 def admin_clear_old_queue():
     """Delete finished items older than ``days`` (default QUEUE_CLEANUP_DAYS; ``dryRun`` shows the impact only)."""
-    actor, body = _actor(write=True), _body()
+    actor, body = _writer(), _body()
     days = body.get("days", current_app.config["QUEUE_CLEANUP_DAYS"])
     if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
         raise APIError(400, "invalid_input", "days must be a whole number from 0 to 3650.",
