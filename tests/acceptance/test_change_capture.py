@@ -259,7 +259,7 @@ def test_every_write_of_another_application_reaches_the_queue_and_the_lists(boar
         {"_id": {"$in": oids(misfits)}}) == 20, 60, processes=board.processes)
     assert reported and board.jobs.count_documents({"_id": {"$in": oids(misfits)}, "embedding.vector": {
         "$exists": True}}) == 0
-    board.product.run(FLASK + ["create-admin", ADMIN[0], "--password", ADMIN[1]])
+    board.product.run(FLASK + ["create-admin", ADMIN[0]], extra_env={"JOBFLOW_ADMIN_PASSWORD": ADMIN[1]})
     admin = Browser(board.base)
     admin.sign_in(*ADMIN)
     status, page, _ = admin.get("/admin/embeddings")
