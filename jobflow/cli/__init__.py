@@ -25,9 +25,9 @@ def register(app: Flask) -> None:
 
 def _refuse_password_argument(ctx, param, value):
     if value is not None:
-        raise click.UsageError(f"--password is not accepted: every user of this machine can read a command's "
-                               f"arguments (ps). Type the password at the prompt, or give it on standard input "
-                               f"with --password-stdin, or in {ADMIN_PASSWORD_ENV}", ctx)
+        raise click.ClickException(f"--password is not accepted: every user of this machine can read a command's "
+                                   f"arguments (ps). Type the password at the prompt, or give it on standard input "
+                                   f"with --password-stdin, or in {ADMIN_PASSWORD_ENV}")
 
 
 @click.command("create-admin")
