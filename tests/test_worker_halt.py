@@ -36,7 +36,7 @@ def jobs(n: int) -> list[dict]:
     return [{"title": f"Warehouse operator {i}", "description": f"Forklift shifts in depot {i}."} for i in range(n)]
 
 
-def items() -> list[tuple[str, int]]:
+def item_states() -> list[tuple[str, int]]:
     """Each queue item's status and attempts."""
     return sorted((d["status"], d["attempts"]) for d in QueueItem._get_collection().find({}, {"status": 1, "attempts": 1}))
 
@@ -60,14 +60,14 @@ def test_stop_gives_up_a_hung_provider_call_at_the_grace_deadline(hanging, caplo
     worker.stop(timeout=1.0)
     took = time.monotonic() - started
     assert took < 1.0 + 5, took                                 # the grace period, not the provider's 60 s
-    assert items() == [("pending", 0)] * 3                      # given back, the attempt refunded
+    assert item_states() == [("pending", 0)] * 3                      # given back, the attempt refunded
     assert status(worker)["state"] == "stopped"
     server.stop()                                               # the abandoned call ends now, unanswered
     wait_until("the abandoned call to end", lambda: not calls_running(), 30)
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("jobflow")]
     last = max(n for n, line in enumerate(lines) if "stopped (grace period over; 3 items given back)" in line)
     assert lines[last + 1:] == []                               # nothing failed or done after "stopped"
-    assert items() == [("pending", 0)] * 3
+    assert item_states() == [("pending", 0)] * 3
 
 
 def test_a_stopping_worker_starts_no_fit(make_app, caplog):
@@ -102,15 +102,15 @@ def test_rollback_reaches_a_worker_whose_provider_call_hangs(hanging, caplog):
         wait_until("a provider call in flight", lambda: server.in_flight and queue.counts()["processing"] == 3, 30)
         rollback.set_level(1, by="test")
         took = seconds_until("the rollback obeyed: items back, the worker stopped",
-                             lambda: items() == [("pending", 0)] * 3 and status(worker)["reason"] == "disabled by rollback",
-                             ROLLBACK_PROMISE + 5, every=0.1, seen=items)
+                             lambda: item_states() == [("pending", 0)] * 3 and status(worker)["reason"] == "disabled by rollback",
+                             ROLLBACK_PROMISE + 5, every=0.1, seen=item_states)
         print(f"\nrollback obeyed {took:.1f} s after it was set, a provider call hanging")
         assert status(worker)["state"] == "stopped" and status(worker)["currentBatch"] == {}
         assert "failed an attempt" not in caplog.text
         server.clear_faults()                                   # the provider answers again (the hung call stays)
         rollback.set_level(0, by="test")
         wait_until("every job embedded once the rollback is lifted", lambda: queue.counts()["completed"] == 3, 30,
-                   seen=items)
+                   seen=item_states)
         assert status(worker)["state"] == "running"
     finally:
         worker.stop(timeout=2)

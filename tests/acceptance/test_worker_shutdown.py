@@ -59,7 +59,7 @@ def hung(tmp_path, module_db_uri):
             assert rollback.returncode == 0, rollback.text[-2000:]
 
 
-def items(db) -> list[tuple[str, int]]:
+def queue_states(db) -> list[tuple[str, int]]:
     """Each queue item's status and attempts."""
     return sorted((d["status"], d["attempts"]) for d in db.jobqueues.find({}, {"status": 1, "attempts": 1}))
 
@@ -72,7 +72,7 @@ def test_sigterm_while_the_provider_hangs_exits_within_the_grace_period(hung):
     took = time.monotonic() - started
     print(f"\nworker exited {took:.1f} s after SIGTERM (grace period {GRACE_S} s, provider call hanging)")
     assert code == 0
-    assert items(db) == [("pending", 0)] * JOBS                 # given back, the attempt refunded
+    assert queue_states(db) == [("pending", 0)] * JOBS                 # given back, the attempt refunded
     assert db.workerstatuses.find_one({"pid": worker.pid})["state"] == "stopped"
     lines = [line for line in worker.output().splitlines() if line.strip()]
     assert f"stopped (grace period over; {JOBS} items given back)" in lines[-1], lines[-5:]
@@ -87,9 +87,9 @@ def test_rollback_reaches_the_worker_while_the_provider_hangs(hung):
     switched = product.run(FLASK + ["rollback", "--level", "1"], timeout=60)
     assert switched.returncode == 0, switched.text[-2000:]
     took = seconds_until("the worker to obey the rollback: items back, its status stopped by the rollback",
-                         lambda: items(db) == [("pending", 0)] * JOBS and
+                         lambda: queue_states(db) == [("pending", 0)] * JOBS and
                          (db.workerstatuses.find_one({"pid": worker.pid}) or {}).get("reason") == "disabled by rollback",
-                         ROLLBACK_S + MARGIN_S, every=0.1, processes=[worker], seen=lambda: items(db))
+                         ROLLBACK_S + MARGIN_S, every=0.1, processes=[worker], seen=lambda: queue_states(db))
     print(f"\nrollback obeyed {took:.1f} s after the command returned "
           f"({time.monotonic() - started:.1f} s after it started), the provider call hanging")
     assert worker.alive() and db.workerstatuses.find_one({"pid": worker.pid})["state"] == "stopped"
