@@ -88,9 +88,8 @@ def _instance_secret(app: Flask, name: str, filename: str) -> None:
 
 
 def _register_extensions(app: Flask) -> None:
-    from jobflow.extensions import csrf, limiter, login_manager, mail
+    from jobflow.extensions import csrf, login_manager, mail
     csrf.init_app(app)
-    limiter.init_app(app)
     login_manager.init_app(app)
     mail.init_app(app)
 
