@@ -46,11 +46,12 @@ import json, sys, time
 from datetime import datetime, timezone
 from bson import ObjectId
 from pymongo import MongoClient
-from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 command = json.load(sys.stdin)
-jobs = MongoClient(command["uri"], serverSelectionTimeoutMS=2000).get_default_database().jobs
+# journal: an acknowledged write survives a SIGKILL of the server (without it the server may lose the last ones,
+# and no product can embed a job that is not there)
+jobs = MongoClient(command["uri"], serverSelectionTimeoutMS=2000, journal=command.get("journal", False)).get_default_database().jobs
 now = lambda: datetime.now(timezone.utc)
 roles = command.get("roles", [])
 
@@ -316,7 +317,7 @@ def test_the_other_worker_takes_over_when_the_capturing_one_is_killed(board):
 
 
 def test_the_database_killed_and_restarted_mid_stream_loses_nothing(board):
-    writer = board.write_in_background("trickle", tag="dbkill", n=180, rate=60)
+    writer = board.write_in_background("trickle", tag="dbkill", n=180, rate=60, journal=True)
     wait_until("60 jobs written", lambda: board.jobs.count_documents({"title": {"$regex": "dbkill-"}}) >= 60, 60)
     board.db.kill()
     board.db.start()
