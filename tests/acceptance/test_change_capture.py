@@ -325,6 +325,7 @@ def test_the_database_killed_and_restarted_mid_stream_loses_nothing(board):
     assert writer.returncode == 0, err[-2000:]
     ids = json.loads(out.strip().splitlines()[-1])["ids"]
     assert len(ids) == 180
+    assert len(board.docs(ids, {"_id": 1})) == 180, "the database lost a journaled write: not the product's doing"
     board.wait_embedded(ids, "every job written around the database restart embedded")
     board.wait_listed(ids[-50:])
 
