@@ -153,11 +153,13 @@ class BatchProcessor:
                 group = waiting.pop(0)
                 futures[self.calls.submit(self._call, _flat(group))] = group
             done, _ = wait(list(futures), timeout=HALT_POLL_SECONDS, return_when=FIRST_COMPLETED)
-            if self.halt.is_set():
-                # The calls still out are abandoned (daemon threads: they end with their timeout or the process).
-                raise Halted()
-            for future in done:
-                waiting[:0] = self._settle_call(futures.pop(future), future, batch_id)
+            for future in [*done, None]:
+                if self.halt.is_set():
+                    # Nothing more is settled; the calls still out are abandoned (daemon threads: they end with
+                    # their timeout or the process).
+                    raise Halted()
+                if future is not None:
+                    waiting[:0] = self._settle_call(futures.pop(future), future, batch_id)
 
     def _settle_call(self, group: list[WorkEntry], future, batch_id: str) -> list[list[WorkEntry]]:
         """Store or settle one call's group; the groups to call again (one job each, after a refused input)."""

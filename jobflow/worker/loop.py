@@ -1,7 +1,9 @@
 """The embedding worker: claims queue items in batches, embeds, stores, keeps similar lists current.
 
 One ``Worker`` per process. APScheduler runs its periodic jobs (``schedule.py``);
-``batch.py`` handles each claimed batch;
+``batch.py`` handles each claimed batch, ``refit.py`` the full recompute and the
+language refit; a stop past its grace period or a rollback gives up the work in
+hand (``threads.py``);
 ``flask --app app worker`` runs it as its own process, ``python app.py`` as a
 thread beside the web app. Any number of workers on any number of hosts may
 share one queue: claims are atomic and every write checks ownership.
@@ -96,6 +98,8 @@ class Worker:
     def process_batch(self, items: list[dict]) -> None:
         """Embed, store and settle one claimed batch; follow the provider's health in this worker's state."""
         self.batch.run(items)
+        if self.halt.is_set():
+            return                  # a rollback came meanwhile: its state stands
         if self.batch.trouble and (self.state, self.reason) != ("degraded", self.batch.trouble):
             self.state, self.reason = "degraded", self.batch.trouble
             self._write_status()
