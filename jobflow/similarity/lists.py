@@ -33,7 +33,6 @@ log = logging.getLogger("jobflow.similarity")
 LOAD_CHUNK = 1000
 
 
-
 class SimilarLists:
     """The index of embedded active jobs and the lists derived from it."""
 
@@ -190,17 +189,31 @@ class SimilarLists:
         if ids and self.upgrading():
             self.dirty.difference_update(ids)      # those held back wait in ``held``, not among the dirty
             ids = upgrade.writable(self, ids)
-        now = utcnow()
-        meta = {"computedAt": now, "model": self.model, "recipe": text.RECIPE, "comparedWith": len(self), "topN": self.top_n,
-                "minScore": self.min_score}
-        ops = [UpdateOne({"_id": job_id}, {"$set": {
-            "similarJobs": [{"jobId": other, "score": round(score, 6)} for other, score in self.entries.get(job_id, [])],
-            "similarityMetadata": meta}}) for job_id in ids]
+        ops = [UpdateOne({"_id": job_id}, {"$set": fields}) for job_id, fields in self._fields(ids).items()]
         # In small bulk writes: a database that serves one request at a time (SecantusDB) answers the API's
         # reads between them instead of after a whole flush, and a worker gives way when they queue (pacing).
         commands.write_chunks(ops, lambda chunk: self.collection().bulk_write(chunk, ordered=False))
         self.dirty.difference_update(ids)   # only once written: a failed write leaves them to write again
         return len(ids)
+
+    def _fields(self, ids: list[ObjectId]) -> dict[ObjectId, dict]:
+        meta = {"computedAt": utcnow(), "model": self.model, "recipe": text.RECIPE, "comparedWith": len(self),
+                "topN": self.top_n, "minScore": self.min_score}
+        return {i: {"similarJobs": [{"jobId": o, "score": round(sc, 6)} for o, sc in self.entries.get(i, [])],
+                    "similarityMetadata": meta} for i in ids}
+
+    def take(self, ids: list[ObjectId]) -> dict[ObjectId, dict]:
+        """These jobs' own lists, as fields to write with their vectors in one write; no longer dirty (a failed
+        write gives them back). None during an upgrade: ``write`` decides which lists it may write."""
+        with self.lock:
+            if not ids or self.upgrading():
+                return {}
+            self.dirty.difference_update(ids)
+            return self._fields(ids)
+
+    def give_back(self, taken: dict[ObjectId, dict]) -> None:
+        with self.lock:
+            self.dirty.update(i for i in taken if i in self.entries)
 
     # ----- changes --------------------------------------------------------------------------------
     @contextmanager
@@ -256,16 +269,14 @@ class SimilarLists:
 
     def _differs_from_stored(self, ids: list[ObjectId]) -> list[ObjectId]:
         stored = {d["_id"]: [(s["jobId"], round(float(s["score"]), 6)) for s in d.get("similarJobs") or []]
-                  for d in self.collection().find({"_id": {"$in": ids}}, {"similarJobs": 1})}
+                  for chunk in commands.chunks(ids)      # a long $in costs SecantusDB its square
+                  for d in self.collection().find({"_id": {"$in": list(chunk)}}, {"similarJobs": 1})}
         return [i for i in ids if stored.get(i) != [(o, round(sc, 6)) for o, sc in self.entries.get(i, [])]]
 
-    def repair(self, chunk: int = 2000) -> int:
+    def repair(self) -> int:
         """Write every list that differs from the stored one; how many (after writes may have been lost)."""
         with self.lock:
-            ids = list(self.entries)
-            changed: list[ObjectId] = []
-            for start in range(0, len(ids), chunk):
-                changed += self._differs_from_stored(ids[start:start + chunk])
+            changed = self._differs_from_stored(list(self.entries))
             written = self.write(changed)
             self.dirty.clear()          # every list that differed is written, the dirty ones among them
             return written

@@ -17,7 +17,7 @@ from jobflow.models.fields import vector_from_bson
 from jobflow.timeutil import utcnow
 
 SYNC_MARGIN = timedelta(seconds=5)      # re-read a little of the past: clocks of hosts differ
-RECONCILE_PAGE = 200                    # ids per query when reconciling
+RECONCILE_PAGE = 50                     # ids per query when reconciling (a long $in costs SecantusDB its square)
 RECONCILE_EVERY = 60.0                  # seconds between full id reconciliations, at least
 RECONCILE_SHARE = 0.02                  # at most this share of the time goes to them (every job read back)
 VECTOR_FIELDS = {"embedding.vector": 1, "embedding.textHash": 1, "embedding.language": 1, "language": 1}

@@ -16,7 +16,7 @@ from jobflow.embeddings import text
 log = logging.getLogger("jobflow.similarity")
 
 UPGRADE_CHECK = 30.0
-PAGE = 1000
+PAGE = 50        # ids per query (a long $in costs SecantusDB its square)
 
 
 def under_way(lists) -> bool:

@@ -202,7 +202,7 @@ class BatchProcessor:
             raise
 
     def _store(self, group, result) -> None:
-        """Write each valid vector, then its lists, then complete its item (in that order)."""
+        """Write each valid vector with its own list, then the lists it entered, then complete its item (in that order)."""
         now = utcnow()
         good, bad = [], []
         for n, entry in enumerate(group):
@@ -213,20 +213,30 @@ class BatchProcessor:
             except InvalidVector as exc:
                 bad.append((entry, str(exc)))
         if good:
-            # The whole embedding at once: every field is written, and a writer's ``embedding: null`` takes it too
-            # (a field cannot be set inside null).
-            ops = [UpdateOne({"_id": entry.job["_id"]}, {"$set": {"embedding": {
-                "status": "completed", "vector": vector_to_bson(vector), "model": result.model,
-                "dimensions": int(vector.shape[0]), "textHash": entry.digest, "recipe": RECIPE,
-                "language": entry.language, "tokens": int(tokens), "generatedAt": now, "error": None,
-                "retries": int(entry.item.get("attempts", 1)) - 1}}})
-                for entry, vector, tokens in good]
             ids = [entry.job["_id"] for entry, _, _ in good]
             with self.lists.store(ids) if self.lists is not None else nullcontext():
-                commands.write_chunks(ops, lambda chunk: Job._get_collection().bulk_write(chunk, ordered=False))
+                own = {}
                 if self.lists is not None:
+                    # The new vectors ranked first (in memory), so each job's own list goes with its vector in one
+                    # write: one write a job less than a list written at the flush (the other lists it enters wait
+                    # for the flush, as before).
                     self.lists.on_embedded(ids, [vector for _, vector, _ in good], [entry.digest for entry, _, _ in good],
                                            [entry.language for entry, _, _ in good], defer=True)
+                    own = self.lists.take(ids)
+                # The whole embedding at once: every field is written, and a writer's ``embedding: null`` takes it
+                # too (a field cannot be set inside null).
+                ops = [UpdateOne({"_id": entry.job["_id"]}, {"$set": {"embedding": {
+                    "status": "completed", "vector": vector_to_bson(vector), "model": result.model,
+                    "dimensions": int(vector.shape[0]), "textHash": entry.digest, "recipe": RECIPE,
+                    "language": entry.language, "tokens": int(tokens), "generatedAt": now, "error": None,
+                    "retries": int(entry.item.get("attempts", 1)) - 1}, **own.get(entry.job["_id"], {})}})
+                    for entry, vector, tokens in good]
+                try:
+                    commands.write_chunks(ops, lambda chunk: Job._get_collection().bulk_write(chunk, ordered=False))
+                except Exception:
+                    if own:
+                        self.lists.give_back(own)
+                    raise
             self.complete_after_flush([entry.item["_id"] for entry, _, _ in good])
             self._count(processed=len(good), tokens=sum(t for *_, t in good))
         for entry, error in bad:
