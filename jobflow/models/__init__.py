@@ -20,7 +20,7 @@ ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, Met
 # the lists through `jobdeletions`, not a multikey index over every list; stuck and owned items are few
 # and found through the state index.
 OBSOLETE_INDEXES = {"jobs": ("createdAt_-1", "embedding.status_1", "similarJobs.jobId_1"),
-                    "jobqueues": ("stuck", "owner")}
+                    "jobqueues": ("stuck", "owner", "task_status_newest")}
 
 
 def ensure_indexes() -> list[str]:

@@ -19,9 +19,9 @@ class QueueItem(Document):
             {"fields": ["jobId", "taskType"], "name": "one_pending_per_job", "unique": True,
              "partialFilterExpression": {"status": "pending"}},
             {"fields": ["status", "finishedAt"], "name": "finished"},
-            # Dashboard: newest first per state (and per task), keyset pages by _id; items of one job.
+            # Dashboard: newest first per state, keyset pages by _id (a task filter rides on it: there is one task
+            # type, and every index costs each claim and completion); items of one job.
             {"fields": ["status", "-id"], "name": "status_newest"},
-            {"fields": ["taskType", "status", "-id"], "name": "task_status_newest"},
             {"fields": ["jobId"], "name": "job"},
             # Alert checks: items that failed lately (sparse: an item that never failed has no entry).
             {"fields": ["errorHistory.at"], "name": "recent_errors", "sparse": True},
