@@ -214,7 +214,7 @@ SETTINGS: list[Setting] = [
     # Worker health
     Setting("WORKER_HEARTBEAT_INTERVAL", "60000", _int(100), "worker heartbeat period, ms", group="Worker health"),
     Setting("WORKER_DEAD_THRESHOLD", "180000", _int(100), "a worker without heartbeat this long is dead, ms", group="Worker health"),
-    Setting("WORKER_GRACEFUL_SHUTDOWN_TIMEOUT", "30000", _int(0), "time to finish in-flight work on SIGTERM, ms", group="Worker health"),
+    Setting("WORKER_GRACEFUL_SHUTDOWN_TIMEOUT", "30000", _int(0), "time to finish in-flight work on SIGTERM; at its end a provider call still out is abandoned, its items go back (attempt refunded) and the process exits, ms", group="Worker health"),
     Setting("WORKER_MEMORY_THRESHOLD", "0.85", _fraction, "pause claiming above this share of available memory", group="Worker health"),
     Setting("WORKER_PAUSE_ON_HIGH_MEMORY", "true", _bool, "enable the memory pause", group="Worker health"),
     # Change capture

@@ -60,7 +60,8 @@ def test_gunicorn_and_worker_processes_end_to_end(tmp_path):
         try:
             wait_for(lambda: call("GET", f"http://127.0.0.1:{port}/api/jobs")[0] == 200, 60, "gunicorn")
             state = json.loads((tmp_path / "secantus.json").read_text())
-            db_uri = f"mongodb://127.0.0.1:{state['port']}"
+            auth = json.loads((tmp_path / "secantus.auth").read_text())      # the embedded database's password
+            db_uri = f"mongodb://{auth['user']}:{auth['password']}@127.0.0.1:{state['port']}/jobflow?authSource=admin"
             worker = subprocess.Popen([str(BIN / "flask"), "--app", "app", "worker"], cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             ids = [call("POST", f"http://127.0.0.1:{port}/api/jobs",
