@@ -29,9 +29,8 @@ from urllib.parse import quote_plus
 
 from pymongo import MongoClient
 
-from jobflow.db.files import open_private, private_dir, tighten, write_private
+from jobflow.db.files import nobody_uses, open_private, private_dir, tighten, write_private
 from jobflow.db.probe import DatabaseUnavailable, free_port, ping, port_free
-from jobflow.db.serve import nobody_uses
 
 log = logging.getLogger("jobflow.db")
 

@@ -65,3 +65,17 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(open_private(path, os.O_WRONLY | os.O_TRUNC), "w") as handle:
         handle.write(text)
 
+
+def nobody_uses(users_file: Path) -> bool:
+    """True when no process holds a lock on the users file (the caller holds ``secantus.lock``)."""
+    try:
+        fd = os.open(users_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

@@ -23,25 +23,10 @@ from pathlib import Path
 
 from secantus import cli
 
-from jobflow.db.files import write_private
+from jobflow.db.files import nobody_uses, write_private
 
 WATCH_SECONDS = 1.0
 STOP_DEADLINE = 20.0     # after SIGTERM: then the process ends without waiting for the server's shutdown
-
-
-def nobody_uses(users_file: Path) -> bool:
-    """True when no process holds a lock on the users file (the caller holds ``secantus.lock``)."""
-    try:
-        fd = os.open(users_file, os.O_RDONLY)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def _try_lock(lock_file: Path) -> int | None:
