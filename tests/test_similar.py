@@ -323,7 +323,7 @@ def test_the_known_languages_cover_everything_a_job_can_be_given():
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     from jobflow.embeddings import language
-    from jobflow.web.api.params import KNOWN_LANGUAGES
+    from jobflow.embeddings.language import KNOWN_LANGUAGES
     detected = set(LanguageIdentifier.from_model_file(MODEL_FILE).nb_classes)
     assert detected <= KNOWN_LANGUAGES
     assert set(language._NAMES.values()) | set(language._THREE.values()) <= KNOWN_LANGUAGES

@@ -35,6 +35,17 @@ _THREE = {"eng": "en", "sqi": "sq", "alb": "sq", "deu": "de", "ger": "de", "fra"
           "dan": "da", "nor": "no", "fin": "fi", "ara": "ar", "zho": "zh", "chi": "zh", "jpn": "ja", "kor": "ko",
           "hin": "hi"}
 
+# The languages a job can have: every ISO 639-1 code (a ``language`` field, also as en-GB, eng or English) and
+# the codes py3langid 0.4.0 gives a text without one (its 3-letter codes below; the rest are ISO 639-1).
+KNOWN_LANGUAGES = frozenset((
+    "aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de dv dz ee el "
+    "en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy hz ia id ie ig ii ik io is it iu "
+    "ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na "
+    "nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so "
+    "sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu "
+    "ace ary arz bcl crh ext fuv gcf gcr gom grc gug guw hbo kab kik lij ltg nso pcm sdh uzs vec wuu yue zxx"
+).split())
+
 _lock = threading.Lock()
 _identifier = None
 
