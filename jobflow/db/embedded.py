@@ -70,6 +70,7 @@ class EmbeddedServer:
         self.process: subprocess.Popen | None = None   # set when this process started the server
         self.port: int | None = None
         self._user: tuple[int, object] | None = None   # (pid, open file holding our shared lock)
+        self._auth: tuple[str, str] | None = None      # (user, password), once read or generated
 
     @property
     def uri(self) -> str:
@@ -83,16 +84,19 @@ class EmbeddedServer:
     # ----- credentials ----------------------------------------------------------------------------
     def _credentials(self) -> tuple[str, str]:
         """The product's user and password, generated (into ``secantus.auth``, mode 600) the first time."""
-        try:
-            saved = json.loads(self.auth_file.read_text())
-            if isinstance(saved, dict) and saved.get("user") and saved.get("password"):
-                tighten(self.auth_file)
-                return str(saved["user"]), str(saved["password"])
-        except (OSError, ValueError):
-            pass
-        private_dir(self.instance)
-        write_private(self.auth_file, json.dumps({"user": USER, "password": secrets.token_urlsafe(32)}))
-        return self._credentials()
+        if self._auth is None:
+            try:
+                saved = json.loads(self.auth_file.read_text())
+                if isinstance(saved, dict) and saved.get("user") and saved.get("password"):
+                    tighten(self.auth_file)
+                    self._auth = str(saved["user"]), str(saved["password"])
+                    return self._auth
+            except (OSError, ValueError):
+                pass
+            private_dir(self.instance)
+            self._auth = USER, secrets.token_urlsafe(32)
+            write_private(self.auth_file, json.dumps({"user": self._auth[0], "password": self._auth[1]}))
+        return self._auth
 
     def _provision(self, timeout: float) -> None:
         """Give the data folder the product's user with the saved password: start the server once without
