@@ -12,7 +12,11 @@ from jobflow.startup import build_app
 
 if __name__ == "__main__":
     from jobflow.runner import run_all_in_one
-    sys.exit(run_all_in_one(build_app()))
+    from jobflow.worker.threads import exit_process
+    code = run_all_in_one(build_app())
+    if code:
+        sys.exit(code)      # it did not start: nothing runs yet
+    exit_process(code)
 
 app = build_app()
 

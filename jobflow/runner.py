@@ -65,6 +65,7 @@ def run_all_in_one(app: Flask) -> int:
     log.info("JobFlow Similar is up: http://%s:%s/  (dashboard: /admin/embeddings, API: /api/jobs)", shown, port)
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     serving.start()
-    serving.join()
+    while serving.is_alive():       # with a timeout: a signal the kernel hands to another thread is handled here
+        serving.join(0.5)
     worker.stop()
     return 0

@@ -124,9 +124,10 @@ def worker_command():
 
     from jobflow.logs import setup_logging
     from jobflow.worker.loop import run_worker_process
+    from jobflow.worker.threads import exit_process
     setup_logging(current_app.config)
     # The app itself, not the request-local proxy: the scheduler's threads push its context for alert emails.
-    raise SystemExit(run_worker_process(current_app._get_current_object()))
+    exit_process(run_worker_process(current_app._get_current_object()))
 
 
 @click.command("recompute-all")

@@ -45,7 +45,6 @@ class WorkEntry(NamedTuple):
     job: dict           # the job as stored, but its vector and lists (DECISION_FIELDS)
     texts: list[str]    # the TEXTS_PER_JOB texts to embed, prepared for the provider
     digest: str         # the hash of the job's text, stored with the vector
-    language: str       # its ``language`` field, else the language its text reads as
 
 
 class Counters:
@@ -122,8 +121,7 @@ class BatchProcessor:
                     and emb.get("model") == self.provider.model and recipe_of(emb) == RECIPE:
                 current.append(item)      # unchanged text, model and recipe: never embedded again
                 continue
-            to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest,
-                                      job_language(job)[0]))
+            to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest))
         if current:
             self._settle_current(current)
         if self.debug:
@@ -144,25 +142,33 @@ class BatchProcessor:
         self._count(processed=len(items))
 
     def _embed_all(self, work: list[WorkEntry], batch_id: str) -> None:
-        """At most ``concurrency`` provider calls at once, each group settled as its call ends."""
+        """At most ``concurrency`` provider calls at once, each group settled as its call ends.
+
+        The calls that take an ended call's place go out before its group is settled (the database writes), so
+        the provider works while this thread waits for the database.
+        """
         groups = self.provider.batches(["\n".join(w.texts) for w in work], inputs_each=TEXTS_PER_JOB)
         waiting = [[work[i] for i in group] for group in groups]
         futures: dict = {}
-        while waiting or futures:
+        ended: list = []
+        while waiting or futures or ended:
             while waiting and len(futures) < self.concurrency:
                 group = waiting.pop(0)
-                futures[self.calls.submit(self._call, _flat(group))] = group
+                futures[self.calls.submit(self._call, group)] = group
+            if ended:
+                waiting[:0] = self._settle_call(*ended.pop(0), batch_id)
+                continue
             done, _ = wait(list(futures), timeout=HALT_POLL_SECONDS, return_when=FIRST_COMPLETED)
-            for future in [*done, None]:
-                if self.halt.is_set():
-                    # Nothing more is settled; the calls still out are abandoned (daemon threads: they end with
-                    # their timeout or the process).
-                    raise Halted()
-                if future is not None:
-                    waiting[:0] = self._settle_call(futures.pop(future), future, batch_id)
+            if self.halt.is_set():
+                # Nothing more is settled; the calls still out are abandoned (daemon threads: they end with
+                # their timeout or the process).
+                raise Halted()
+            ended += [(futures.pop(future), future) for future in done]
 
     def _settle_call(self, group: list[WorkEntry], future, batch_id: str) -> list[list[WorkEntry]]:
         """Store or settle one call's group; the groups to call again (one job each, after a refused input)."""
+        if self.halt.is_set():
+            raise Halted()
         try:
             self._store(group, future.result())
         except _Held:
@@ -187,12 +193,16 @@ class BatchProcessor:
             self._fail(group, f"unexpected error: {type(exc).__name__}", retryable=True)
         return []
 
-    def _call(self, texts: list[str]):
-        """One provider call, unless a rate limit or a configuration error told this worker to wait."""
+    def _call(self, group: list[WorkEntry]):
+        """One provider call, unless a rate limit or a configuration error told this worker to wait.
+
+        The jobs' languages are worked out on the batch's thread, at the store: language detection runs numpy,
+        and OpenBLAS used from several threads at once can hang the process at its exit.
+        """
         if time.monotonic() < self.blocked_until:
             raise _Held()
         try:
-            return self.provider.embed(texts)
+            return self.provider.embed(_flat(group))
         except RateLimited as exc:
             # Set in the calling thread, so the batch's next queued call already sees it.
             self.blocked_until = max(self.blocked_until, time.monotonic() + max(exc.retry_after, 0.5))
@@ -204,41 +214,42 @@ class BatchProcessor:
     def _store(self, group, result) -> None:
         """Write each valid vector with its own list, then the lists it entered, then complete its item (in that order)."""
         now = utcnow()
+        languages = [job_language(entry.job)[0] for entry in group]
         good, bad = [], []
         for n, entry in enumerate(group):
             pair = slice(n * TEXTS_PER_JOB, (n + 1) * TEXTS_PER_JOB)
             try:
                 parts = [check_vector(v, self.provider.dimensions) for v in result.vectors[pair]]
-                good.append((entry, combine(parts), sum(result.tokens[pair])))
+                good.append((entry, combine(parts), sum(result.tokens[pair]), languages[n]))
             except InvalidVector as exc:
                 bad.append((entry, str(exc)))
         if good:
-            ids = [entry.job["_id"] for entry, _, _ in good]
+            ids = [entry.job["_id"] for entry, *_ in good]
             with self.lists.store(ids) if self.lists is not None else nullcontext():
                 own = {}
                 if self.lists is not None:
                     # The new vectors ranked first (in memory), so each job's own list goes with its vector in one
                     # write: one write a job less than a list written at the flush (the other lists it enters wait
                     # for the flush, as before).
-                    self.lists.on_embedded(ids, [vector for _, vector, _ in good], [entry.digest for entry, _, _ in good],
-                                           [entry.language for entry, _, _ in good], defer=True)
+                    self.lists.on_embedded(ids, [vector for _, vector, *_ in good], [entry.digest for entry, *_ in good],
+                                           [language for *_, language in good], defer=True)
                     own = self.lists.take(ids)
                 # The whole embedding at once: every field is written, and a writer's ``embedding: null`` takes it
                 # too (a field cannot be set inside null).
                 ops = [UpdateOne({"_id": entry.job["_id"]}, {"$set": {"embedding": {
                     "status": "completed", "vector": vector_to_bson(vector), "model": result.model,
                     "dimensions": int(vector.shape[0]), "textHash": entry.digest, "recipe": RECIPE,
-                    "language": entry.language, "tokens": int(tokens), "generatedAt": now, "error": None,
+                    "language": language, "tokens": int(tokens), "generatedAt": now, "error": None,
                     "retries": int(entry.item.get("attempts", 1)) - 1}, **own.get(entry.job["_id"], {})}})
-                    for entry, vector, tokens in good]
+                    for entry, vector, tokens, language in good]
                 try:
                     commands.write_chunks(ops, lambda chunk: Job._get_collection().bulk_write(chunk, ordered=False))
                 except Exception:
                     if own:
                         self.lists.give_back(own)
                     raise
-            self.complete_after_flush([entry.item["_id"] for entry, _, _ in good])
-            self._count(processed=len(good), tokens=sum(t for *_, t in good))
+            self.complete_after_flush([entry.item["_id"] for entry, *_ in good])
+            self._count(processed=len(good), tokens=sum(tokens for _, _, tokens, _ in good))
         for entry, error in bad:
             self._fail([entry], f"invalid vector: {error}", retryable=True)
 

@@ -64,3 +64,23 @@ class DaemonJobExecutor(BasePoolExecutor):
 
     def __init__(self):
         super().__init__(DaemonExecutor("job"))
+
+
+def exit_process(code: int) -> None:
+    """End a long-running process (worker, all-in-one) once it has stopped: Python's exit handlers run (logs
+    flushed, the embedded database's users lock let go), the C library's do not.
+
+    A daemon thread abandoned in numpy (a refit given up at SIGTERM) leaves OpenBLAS's thread pool in a state
+    its own exit handler waits on forever: the process said "stopped" and never ended.
+    """
+    import atexit
+    import os
+    import sys
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
