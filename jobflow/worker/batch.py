@@ -142,33 +142,25 @@ class BatchProcessor:
         self._count(processed=len(items))
 
     def _embed_all(self, work: list[WorkEntry], batch_id: str) -> None:
-        """At most ``concurrency`` provider calls at once, each group settled as its call ends.
-
-        The calls that take an ended call's place go out before its group is settled (the database writes), so
-        the provider works while this thread waits for the database.
-        """
+        """At most ``concurrency`` provider calls at once, each group settled as its call ends."""
         groups = self.provider.batches(["\n".join(w.texts) for w in work], inputs_each=TEXTS_PER_JOB)
         waiting = [[work[i] for i in group] for group in groups]
         futures: dict = {}
-        ended: list = []
-        while waiting or futures or ended:
+        while waiting or futures:
             while waiting and len(futures) < self.concurrency:
                 group = waiting.pop(0)
                 futures[self.calls.submit(self._call, group)] = group
-            if ended:
-                waiting[:0] = self._settle_call(*ended.pop(0), batch_id)
-                continue
             done, _ = wait(list(futures), timeout=HALT_POLL_SECONDS, return_when=FIRST_COMPLETED)
-            if self.halt.is_set():
-                # Nothing more is settled; the calls still out are abandoned (daemon threads: they end with
-                # their timeout or the process).
-                raise Halted()
-            ended += [(futures.pop(future), future) for future in done]
+            for future in [*done, None]:
+                if self.halt.is_set():
+                    # Nothing more is settled; the calls still out are abandoned (daemon threads: they end with
+                    # their timeout or the process).
+                    raise Halted()
+                if future is not None:
+                    waiting[:0] = self._settle_call(futures.pop(future), future, batch_id)
 
     def _settle_call(self, group: list[WorkEntry], future, batch_id: str) -> list[list[WorkEntry]]:
         """Store or settle one call's group; the groups to call again (one job each, after a refused input)."""
-        if self.halt.is_set():
-            raise Halted()
         try:
             self._store(group, future.result())
         except _Held:
