@@ -46,3 +46,23 @@ def test_queue_writes_are_paced_a_command_at_a_time(app, paced):
     assert queue.complete([d["_id"] for d in claimed], "w1", queue.QueuePolicy()) == 120 and paced.probes - start == 9
     assert Job._get_collection().find_one({"_id": pacing._PROBE_ID}) is None   # the probe reads no job
 
+
+
+def test_a_load_the_database_fails_is_done_again_from_the_start_then_gives_up_with_its_error():
+    """A worker's index load that loses its cursor to a database restart starts over (CI: a worker died at start)."""
+    from pymongo.errors import CursorNotFound
+
+    from jobflow.db import commands
+    tries = []
+
+    def load():
+        tries.append(1)
+        if len(tries) < 2:
+            raise CursorNotFound("cursor id 7 not found", 43)
+        return "loaded"
+    assert commands.retried(load, "loading", 30) == "loaded" and len(tries) == 2
+
+    def broken():
+        raise CursorNotFound("cursor id 7 not found", 43)
+    with pytest.raises(CursorNotFound):
+        commands.retried(broken, "loading", 0.5)

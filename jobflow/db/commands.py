@@ -64,3 +64,23 @@ def write_chunks(items: Sequence, write: Callable[[Sequence], T]) -> list[T]:
         give_way()
         done.append(write(chunk))
     return done
+
+
+def retried(load: Callable[[], T], what: str, seconds: float) -> T:
+    """``load()``, from the start again while the database fails it (a restart mid-read loses the cursor), for up
+    to ``seconds``; then its error."""
+    import logging
+    import time
+
+    from jobflow.logs import brief
+    deadline, wait = time.monotonic() + seconds, 1.0
+    while True:
+        try:
+            return load()
+        except PyMongoError as exc:
+            if time.monotonic() + wait > deadline:
+                raise
+            logging.getLogger("jobflow.worker").warning("%s: the database failed (%s); again in %.0f s",
+                                                        what, brief(exc), wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 10.0)

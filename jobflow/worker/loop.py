@@ -20,6 +20,7 @@ import uuid
 import psutil
 
 from jobflow.capture.follow import Capture
+from jobflow.db import commands
 from jobflow.embeddings import EmbeddingProvider, get_provider, language, min_score
 from jobflow.jobs import queue
 from jobflow.models import Lease, WorkerStatus
@@ -122,12 +123,14 @@ class Worker:
                 from jobflow.worker.schedule import start_scheduler
                 self.scheduler = start_scheduler(self)
             return
-        self.lists = SimilarLists(dimensions=self.provider.dimensions or None, top_n=self.settings["SIMILARITY_TOP_N"],
-                                  min_score=min_score(self.settings), raw_min_score=min_score(self.settings, raw=True),
-                                  model=self.provider.model,
-                                  block_size=self.settings["EMBEDDING_BATCH_SIZE"],
-                                  language_balance=self.settings.get("SIMILARITY_LANGUAGE_BALANCE", True))
-        self.lists.load()
+        def loaded() -> SimilarLists:
+            lists = SimilarLists(dimensions=self.provider.dimensions or None, top_n=self.settings["SIMILARITY_TOP_N"],
+                                 min_score=min_score(self.settings), raw_min_score=min_score(self.settings, raw=True),
+                                 model=self.provider.model, block_size=self.settings["EMBEDDING_BATCH_SIZE"],
+                                 language_balance=self.settings.get("SIMILARITY_LANGUAGE_BALANCE", True))
+            lists.load()
+            return lists
+        self.lists = commands.retried(loaded, "loading the similarity index", 120.0)   # a database restarting
         self.batch.lists = self.lists
         trim_memory()
         if self.lists.stored_lists_stale():
