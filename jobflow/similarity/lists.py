@@ -385,7 +385,7 @@ class SimilarLists:
     def write_all(self, progress: Callable[[int, int], None] = lambda done, total: None) -> int:
         """Write every list as it is in memory, a block at a time; records the correction the lists were made with."""
         with self.lock:
-            # Lists waiting for a flush first (a full recompute may come due while a drain runs).
+            # Lists waiting for a flush first: at a drain's end they were held back for this write (process_queue).
             ids = sorted(self.entries, key=lambda i: i not in self.dirty)
         total, done = len(ids), 0
         for start in range(0, total, self.block_size):
