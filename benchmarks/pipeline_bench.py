@@ -117,8 +117,8 @@ def _drain(settings: dict, jobs: list[dict], warm_up: bool = False) -> dict:
     last = QueueItem._get_collection().find_one({"status": "completed"}, sort=[("finishedAt", -1)])
     drained = (last["finishedAt"].replace(tzinfo=None) - started_at.replace(tzinfo=None)).total_seconds() \
         if last else seconds
-    return {"seconds": drained, "after": max(seconds - drained, 0.0), "batch": timed.batch, "embed": timed.embed,
-            "counts": counts, "recompute": recompute.state(),
+    return {"seconds": drained, "batch": timed.batch, "embed": timed.embed, "counts": counts,
+            "recompute": recompute.state(),
             "embedded": Job._get_collection().count_documents({"embedding.status": "completed"})}
 
 

@@ -47,7 +47,6 @@ def test_queue_writes_are_paced_a_command_at_a_time(app, paced):
     assert Job._get_collection().find_one({"_id": pacing._PROBE_ID}) is None   # the probe reads no job
 
 
-
 def test_a_load_the_database_fails_is_done_again_from_the_start_then_gives_up_with_its_error():
     """A worker's index load that loses its cursor to a database restart starts over (CI: a worker died at start)."""
     from pymongo.errors import CursorNotFound

@@ -7,7 +7,9 @@ reads go first. Without a gate nothing waits.
 """
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -69,9 +71,6 @@ def write_chunks(items: Sequence, write: Callable[[Sequence], T]) -> list[T]:
 def retried(load: Callable[[], T], what: str, seconds: float) -> T:
     """``load()``, from the start again while the database fails it (a restart mid-read loses the cursor), for up
     to ``seconds``; then its error."""
-    import logging
-    import time
-
     from jobflow.logs import brief
     deadline, wait = time.monotonic() + seconds, 1.0
     while True:

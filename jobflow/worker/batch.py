@@ -45,6 +45,7 @@ class WorkEntry(NamedTuple):
     job: dict           # the job as stored, but its vector and lists (DECISION_FIELDS)
     texts: list[str]    # the TEXTS_PER_JOB texts to embed, prepared for the provider
     digest: str         # the hash of the job's text, stored with the vector
+    language: str       # its ``language`` field, else the language its text reads as
 
 
 class Counters:
@@ -121,7 +122,8 @@ class BatchProcessor:
                     and emb.get("model") == self.provider.model and recipe_of(emb) == RECIPE:
                 current.append(item)      # unchanged text, model and recipe: never embedded again
                 continue
-            to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest))
+            to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest,
+                                      job_language(job)[0]))
         if current:
             self._settle_current(current)
         if self.debug:
@@ -149,7 +151,7 @@ class BatchProcessor:
         while waiting or futures:
             while waiting and len(futures) < self.concurrency:
                 group = waiting.pop(0)
-                futures[self.calls.submit(self._call, group)] = group
+                futures[self.calls.submit(self._call, _flat(group))] = group
             done, _ = wait(list(futures), timeout=HALT_POLL_SECONDS, return_when=FIRST_COMPLETED)
             for future in [*done, None]:
                 if self.halt.is_set():
@@ -185,16 +187,12 @@ class BatchProcessor:
             self._fail(group, f"unexpected error: {type(exc).__name__}", retryable=True)
         return []
 
-    def _call(self, group: list[WorkEntry]):
-        """One provider call, unless a rate limit or a configuration error told this worker to wait.
-
-        The jobs' languages are worked out on the batch's thread, at the store: language detection runs numpy,
-        and OpenBLAS used from several threads at once can hang the process at its exit.
-        """
+    def _call(self, texts: list[str]):
+        """One provider call, unless a rate limit or a configuration error told this worker to wait."""
         if time.monotonic() < self.blocked_until:
             raise _Held()
         try:
-            return self.provider.embed(_flat(group))
+            return self.provider.embed(texts)
         except RateLimited as exc:
             # Set in the calling thread, so the batch's next queued call already sees it.
             self.blocked_until = max(self.blocked_until, time.monotonic() + max(exc.retry_after, 0.5))
@@ -206,42 +204,41 @@ class BatchProcessor:
     def _store(self, group, result) -> None:
         """Write each valid vector with its own list, then the lists it entered, then complete its item (in that order)."""
         now = utcnow()
-        languages = [job_language(entry.job)[0] for entry in group]
         good, bad = [], []
         for n, entry in enumerate(group):
             pair = slice(n * TEXTS_PER_JOB, (n + 1) * TEXTS_PER_JOB)
             try:
                 parts = [check_vector(v, self.provider.dimensions) for v in result.vectors[pair]]
-                good.append((entry, combine(parts), sum(result.tokens[pair]), languages[n]))
+                good.append((entry, combine(parts), sum(result.tokens[pair])))
             except InvalidVector as exc:
                 bad.append((entry, str(exc)))
         if good:
-            ids = [entry.job["_id"] for entry, *_ in good]
+            ids = [entry.job["_id"] for entry, _, _ in good]
             with self.lists.store(ids) if self.lists is not None else nullcontext():
                 own = {}
                 if self.lists is not None:
                     # The new vectors ranked first (in memory), so each job's own list goes with its vector in one
                     # write: one write a job less than a list written at the flush (the other lists it enters wait
                     # for the flush, as before).
-                    self.lists.on_embedded(ids, [vector for _, vector, *_ in good], [entry.digest for entry, *_ in good],
-                                           [language for *_, language in good], defer=True)
+                    self.lists.on_embedded(ids, [vector for _, vector, _ in good], [entry.digest for entry, _, _ in good],
+                                           [entry.language for entry, _, _ in good], defer=True)
                     own = self.lists.take(ids)
                 # The whole embedding at once: every field is written, and a writer's ``embedding: null`` takes it
                 # too (a field cannot be set inside null).
                 ops = [UpdateOne({"_id": entry.job["_id"]}, {"$set": {"embedding": {
                     "status": "completed", "vector": vector_to_bson(vector), "model": result.model,
                     "dimensions": int(vector.shape[0]), "textHash": entry.digest, "recipe": RECIPE,
-                    "language": language, "tokens": int(tokens), "generatedAt": now, "error": None,
+                    "language": entry.language, "tokens": int(tokens), "generatedAt": now, "error": None,
                     "retries": int(entry.item.get("attempts", 1)) - 1}, **own.get(entry.job["_id"], {})}})
-                    for entry, vector, tokens, language in good]
+                    for entry, vector, tokens in good]
                 try:
                     commands.write_chunks(ops, lambda chunk: Job._get_collection().bulk_write(chunk, ordered=False))
                 except Exception:
                     if own:
                         self.lists.give_back(own)
                     raise
-            self.complete_after_flush([entry.item["_id"] for entry, *_ in good])
-            self._count(processed=len(good), tokens=sum(tokens for _, _, tokens, _ in good))
+            self.complete_after_flush([entry.item["_id"] for entry, _, _ in good])
+            self._count(processed=len(good), tokens=sum(t for *_, t in good))
         for entry, error in bad:
             self._fail([entry], f"invalid vector: {error}", retryable=True)
 

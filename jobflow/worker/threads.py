@@ -8,7 +8,10 @@ daemon thread: a stopping process never waits for it at exit (a thread of
 """
 from __future__ import annotations
 
+import atexit
 import itertools
+import os
+import sys
 import threading
 from concurrent.futures import Executor, Future
 
@@ -73,10 +76,6 @@ def exit_process(code: int) -> None:
     A daemon thread abandoned in numpy (a refit given up at SIGTERM) leaves OpenBLAS's thread pool in a state
     its own exit handler waits on forever: the process said "stopped" and never ended.
     """
-    import atexit
-    import os
-    import sys
-
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
