@@ -85,3 +85,28 @@ def test_every_job_keeps_a_stored_list_until_the_new_ones_are_as_long(app, monke
     meta = {d["_id"]: d["similarityMetadata"] for d in Job._get_collection().find({}, {"similarityMetadata": 1})}
     assert {m.get("recipe") for m in meta.values()} == {CURRENT}, "every list now made by the new recipe"
     assert not lists.held
+
+
+def test_lists_kept_through_an_upgrade_are_written_by_the_index_sync_once_it_is_over(app, monkeypatch):
+    """The last write of a re-embedding may come before its end is seen; the lists it kept are written
+    by the worker's periodic index sync, even when no other list is written again."""
+    rng = np.random.default_rng(5)
+    ids = list(old_board(12, rng))
+    upgrade(monkeypatch)
+    lists = SimilarLists(DIM, TOP_N, -1.0, MODEL)
+    lists.load()
+    first = ids[:3]
+    Job._get_collection().update_many({"_id": {"$in": first}}, {"$set": {"embedding.recipe": text.RECIPE}})
+    lists.on_embedded(first, [rng.standard_normal(DIM).astype(np.float32) for _ in first], [f"h{i}" for i in first])
+    assert lists.held == set(first), "two entries each where the old lists had five: the old ones are kept"
+    # The other jobs of the old kind close: no job of the old kind is left, and nothing more is embedded.
+    Job._get_collection().update_many({"_id": {"$in": ids[3:]}}, {"$set": {"status": "closed"}})
+    lists.sync()
+    assert lists.held == set(first), "the end of the upgrade is looked for UPGRADE_CHECK after the last look"
+    lists._upgrade = (0.0, True)          # UPGRADE_CHECK later
+    lists.sync()
+    meta = {d["_id"]: d["similarityMetadata"].get("recipe") for d in Job._get_collection().find(
+        {"_id": {"$in": first}}, {"similarityMetadata": 1})}
+    assert meta == {i: CURRENT for i in first}
+    assert {stored_lengths()[i] for i in first} == {2}
+    assert not lists.held

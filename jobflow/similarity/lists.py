@@ -312,6 +312,7 @@ class SimilarLists:
     def sync(self) -> None:
         """Apply changes other processes made: embeddings, closes, text edits, deletions, refills (``sync.py``)."""
         sync.follow_changes(self)
+        upgrade.settle(self)
 
     def reconcile(self) -> int:
         """Drop index rows whose job no longer exists or no longer qualifies (``sync.py``); how many."""

@@ -36,6 +36,14 @@ def under_way(lists) -> bool:
     return older is not None
 
 
+def settle(lists) -> None:
+    """Write the lists kept through an upgrade once it is over (each index sync looks): the last writes of a
+    re-embedding may come before its end is seen, and nothing else may be written for a long time after."""
+    if lists.held:
+        with lists.lock:
+            under_way(lists)
+
+
 def writable(lists, ids: list[ObjectId]) -> list[ObjectId]:
     """Of ``ids``, those whose list may be written now; the others are kept in ``lists.held``."""
     keep = set()
