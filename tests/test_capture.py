@@ -176,10 +176,30 @@ def test_lost_history_is_swept_then_a_fresh_stream_followed(make_app, tmp_path, 
         ids = Job._get_collection().insert_many([board_job(f"Porter {i}") for i in range(1200)]).inserted_ids
         capture = Capture(SETTINGS, "worker-a")
         follow_until(capture, "the sweep to queue every job", lambda: QueueItem.objects.count() == len(ids), 120)
+        # The sweep's own 1,200 queue writes may prune the fresh stream's start too: a second sweep then finds
+        # nothing more to queue.
         sweep = CaptureState.objects(id="jobs").first().sweep
-        assert sweep["state"] == "done" and sweep["scanned"] == 1200 and sweep["enqueued"] == 1200
+        assert sweep["state"] == "done" and sweep["scanned"] == 1200
         assert "the change history since the stored position is gone" in caplog.text
         assert "capture sweep done" in caplog.text and "1200 jobs compared, 1200 queued" in caplog.text
+        later = Job._get_collection().insert_one(board_job("Gardener")).inserted_id
+        follow_until(capture, "the fresh stream to follow", lambda: items(later))
+        capture.stop()
+
+
+def test_history_pruned_under_the_open_stream_is_noticed_and_swept(make_app, tmp_path, caplog):
+    """A short oplog pruned while the stream follows: the server skips the pruned events without a word, and the
+    capture sees its earlier position gone, compares every job and follows afresh."""
+    caplog.set_level(logging.INFO, "jobflow.capture")
+    with own_server(make_app, tmp_path, "capture_pruned", "--oplog-max-entries", "10"):
+        capture = Capture(SETTINGS, "worker-a")
+        follow_until(capture, "the start stored", lambda: CaptureState.objects(id="jobs").first().token)
+        ids = Job._get_collection().insert_many([board_job(f"Baker {i}") for i in range(5)]).inserted_ids
+        # The product's own writes, more than the server keeps: it prunes every 1,000 writes.
+        Job._get_collection().database.scratch.insert_many([{"n": n} for n in range(1500)])
+        follow_until(capture, "the pruned jobs queued", lambda: all(items(i) for i in ids), 60)
+        assert "pruned history the stream had not read yet" in caplog.text
+        assert CaptureState.objects(id="jobs").first().sweep["why"] == "change history pruned while following"
         later = Job._get_collection().insert_one(board_job("Gardener")).inserted_id
         follow_until(capture, "the fresh stream to follow", lambda: items(later))
         capture.stop()

@@ -18,6 +18,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from jobflow.capture.act import Change, apply
 from jobflow.capture.decide import DECISION_FIELDS, WATCHED_FIELDS
+from jobflow.capture.events import HISTORY_LOST, change_of, history_kept
 from jobflow.capture.source import Source
 from jobflow.capture.sweep import sweep
 from jobflow.db import commands
@@ -36,7 +37,6 @@ POLL_MARGIN = timedelta(seconds=5)   # polling re-reads a little of the past: wr
 LAGS_KEPT = 2000             # recent lags kept in the capture state for the per-minute sample
 LAGS_PER_BATCH = 100
 NO_CHANGE_STREAMS = {40573}                  # "The $changeStream stage is only supported on replica sets"
-HISTORY_LOST = {286, 280, 260, 9}            # history lost, fatal, invalid or unreadable resume token
 # Only the events that can call for something: inserts, replacements, deletions, and updates that write the text,
 # the status or the language. The product's own writes (embedding, lists) never come back as events.
 PIPELINE = [{"$match": {"$or": [
@@ -48,25 +48,6 @@ PIPELINE = [{"$match": {"$or": [
 
 class NoChangeStreams(Exception):
     """The database offers no change streams."""
-
-
-def change_of(event: dict, source: Source) -> Change | None:
-    """The ``Change`` an event stands for (None for the stream's own events)."""
-    kind = event.get("operationType")
-    key = (event.get("documentKey") or {}).get("_id")
-    when = event.get("wallTime")
-    if kind == "delete":
-        return Change(key, deleted=True, written_at=when)
-    if kind == "insert":
-        return Change(key, written_at=when, inserted=True)
-    if kind == "replace":
-        return Change(key, text_touched=True, status_touched=True, written_at=when)
-    if kind == "update":
-        update = event.get("updateDescription") or {}
-        names = {name.split(".")[0] for name in [*(update.get("updatedFields") or {}), *(update.get("removedFields") or [])]}
-        text, status = source.touched(names)
-        return Change(key, text_touched=text, status_touched=status, written_at=when)
-    return None
 
 
 class Capture:
@@ -261,6 +242,7 @@ class Capture:
             events = []
             first = None
             began = time.monotonic()
+            before = self.stream.resume_token
             try:
                 while len(events) < BATCH and (first is None or time.monotonic() - first < BATCH_SECONDS):
                     event = self.stream.try_next()
@@ -274,6 +256,13 @@ class Capture:
                 self._close()
                 self._open_stream()
                 continue
+            if before is not None and self.stream.resume_token != before and \
+                    not history_kept(self.source.collection(), self.pipeline, before):
+                log.warning("change capture: the database pruned history the stream had not read yet (an oplog too "
+                            "short for the writes): comparing every job, then following a fresh stream")
+                self._close()
+                self._sweep_then_follow("change history pruned while following")
+                return
             if any(e.get("operationType") in ("invalidate", "drop", "rename") for e in events):
                 log.warning("change capture: the jobs collection was dropped or renamed; following it afresh")
                 self._handle([change_of(e, self.source) for e in events])
