@@ -313,9 +313,9 @@ def test_openai_worker_lists_cross_languages_only_when_balanced(make_app, server
             assert head == {} and crossing == 0.0             # raw: language first, the other one never listed
 
 
-def test_a_drain_that_ends_in_a_new_fit_writes_each_list_once_at_its_end(make_app, server):
-    """The drain's end fits the correction before its last flush: the adopted fit writes every list, the ones
-    waiting for the flush among them, once; only then are the items completed."""
+def test_a_drain_that_ends_in_a_new_fit_completes_its_items_first_then_writes_every_list_under_it(make_app, server):
+    """The drain's last flush writes the lists waiting for it and completes the items (the drain is over); the
+    correction is fitted after that, and the adopted fit writes every list again."""
     app = make_app(EMBEDDING_PROVIDER="openai", OPENAI_API_KEY=KEY, OPENAI_BASE_URL=server.base_url,
                    SIMILARITY_TOP_N=3, SIMILARITY_FLUSH_INTERVAL=600000)       # no flush before the drain's end
     with app.app_context():
@@ -346,8 +346,10 @@ def test_a_drain_that_ends_in_a_new_fit_writes_each_list_once_at_its_end(make_ap
             queue.complete = complete
         head = stored_correction.header(worker.provider.model)
         assert head["version"] == head["listsVersion"] == 1
-        assert sorted(written) == sorted(ids)                           # each list written once, not twice
-        assert completed_after == [len(ids)]                            # the items after every list
+        assert len(completed_after) == 1 and 0 < completed_after[0] < len(written)
+        flushed, refitted = written[:completed_after[0]], written[completed_after[0]:]
+        assert len(flushed) == len(set(flushed))                        # the last flush: each waiting list once
+        assert sorted(refitted) == sorted(ids)                          # then every list, once, under the fit
         assert {d["status"] for d in QueueItem._get_collection().find({})} == {"completed"}
         stored_lists = {d["_id"]: d.get("similarJobs") for d in Job._get_collection().find({}, {"similarJobs": 1})}
         assert all(len(entries) == 3 for entries in stored_lists.values())

@@ -56,12 +56,13 @@ def test_indexes_no_query_uses_are_dropped_where_an_earlier_version_made_them(ap
     jobs.create_index([("createdAt", -1)])
     jobs.create_index([("embedding.status", 1)])
     jobs.create_index([("similarJobs.jobId", 1)])
+    jobs.create_index([("similarityMetadata.refill", 1)], name="similarity_refill", sparse=True)
     items.create_index([("status", 1), ("lockedAt", 1)], name="stuck")
     items.create_index([("lockedBy", 1)], name="owner")
     items.create_index([("taskType", 1), ("status", 1), ("_id", -1)], name="task_status_newest")
     assert sorted(ensure_indexes()) == sorted(f"{c}.{n}" for c, names in OBSOLETE_INDEXES.items() for n in names)
     assert set(jobs.index_information()) == {
         "_id_", "status_1", "category_1", "updatedAt_1", "externalId_1", "embedding_status_model",
-        "embedding_generated", "title_ci", "similarity_refill"}
+        "embedding_generated", "title_ci"}
     assert not {"stuck", "owner", "task_status_newest"} & set(items.index_information())
     assert ensure_indexes() == []                  # idempotent

@@ -157,6 +157,21 @@ def test_new_close_job_enters_an_existing_list(app):
     assert meta["model"] == MODEL and meta["comparedWith"] == 31 and meta["computedAt"]
 
 
+def test_a_list_an_earlier_version_flagged_for_refill_is_refilled_after_a_load(app):
+    """Earlier versions flagged a list when a job left it, for the next sync; the flag is honoured at load."""
+    vectors = insert_jobs(30, np.random.default_rng(8))
+    computed_lists()
+    flagged = next(iter(vectors))
+    full = stored_lists()[flagged]
+    Job._get_collection().update_one({"_id": flagged}, {"$set": {"similarJobs": [], "similarityMetadata.refill": True}})
+    lists = make_lists()
+    lists.load()
+    lists.flush()
+    doc = Job._get_collection().find_one({"_id": flagged})
+    assert [s["jobId"] for s in doc["similarJobs"]] == full
+    assert "refill" not in doc["similarityMetadata"]
+
+
 def test_closing_and_deleting_refill_lists(app):
     rng = np.random.default_rng(5)
     vectors = insert_jobs(60, rng)

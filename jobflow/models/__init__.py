@@ -19,7 +19,7 @@ ALL_DOCUMENTS = (Job, QueueItem, WorkerStatus, AdminUser, Lease, AuditEntry, Met
 # they are dropped where found. `embedding.status` is served by `embedding_status_model`; deletions reach
 # the lists through `jobdeletions`, not a multikey index over every list; stuck and owned items are few
 # and found through the state index.
-OBSOLETE_INDEXES = {"jobs": ("createdAt_-1", "embedding.status_1", "similarJobs.jobId_1"),
+OBSOLETE_INDEXES = {"jobs": ("createdAt_-1", "embedding.status_1", "similarJobs.jobId_1", "similarity_refill"),
                     "jobqueues": ("stuck", "owner", "task_status_newest")}
 
 

@@ -62,9 +62,6 @@ class Job(Document):
             {"fields": ["embedding.status", "embedding.model"], "name": "embedding_status_model"},
             {"fields": ["embedding.generatedAt"], "name": "embedding_generated"},
             {"fields": ["title"], "name": "title_ci", "collation": {"locale": "en", "strength": 2}},
-            # Lists flagged for refill by earlier versions when a job left them (the worker's sync asks every few
-            # seconds; nothing sets the flag now, so the sparse index holds only what such a version left).
-            {"fields": ["similarityMetadata.refill"], "name": "similarity_refill", "sparse": True},
         ],
     }
 

@@ -102,8 +102,9 @@ class SimilarLists:
                     self.correction = stored_correction.load(self.model)
                 except LookupError:     # caught while a new version is written: the first sync adopts it
                     self.correction = LanguageCorrection()
-            stored_lists = {}
-            cursor = self.collection().find(self.indexed_query(), {**VECTOR_FIELDS, "similarJobs": 1}, batch_size=LOAD_CHUNK)
+            stored_lists, refill = {}, []     # refill: lists an earlier version flagged when a job left them
+            cursor = self.collection().find(self.indexed_query(), {**VECTOR_FIELDS, "similarJobs": 1,
+                                                                   "similarityMetadata.refill": 1}, batch_size=LOAD_CHUNK)
             for doc in cursor:
                 vector = vector_from_bson(doc["embedding"].get("vector"))
                 if vector is None or (self.dimensions and vector.shape[0] != self.dimensions):
@@ -114,6 +115,7 @@ class SimilarLists:
                 self.hashes[doc["_id"]] = doc["embedding"].get("textHash")
                 stored_lists[doc["_id"]] = [(s["jobId"], float(s["score"])) for s in doc.get("similarJobs") or []
                                             if "jobId" in s and "score" in s]
+                refill += [doc["_id"]] if (doc.get("similarityMetadata") or {}).get("refill") else []
                 if len(ids) >= LOAD_CHUNK:
                     count += self._load_chunk(ids, vectors, languages)
                     ids, vectors, languages = [], [], []
@@ -121,6 +123,7 @@ class SimilarLists:
                 count += self._load_chunk(ids, vectors, languages)
             for job_id, entries in stored_lists.items():
                 self._set_list(job_id, [e for e in entries if self.index is not None and e[0] in self.index])
+            self.dirty.update(self.recompute(refill))       # written (and the flag with it) at the next flush
             self.synced_at = started
         return count
 
@@ -367,10 +370,6 @@ class SimilarLists:
         """Fit the correction again; the movement when the fit is adopted, else None."""
         return balance.refit(self, force)
 
-    def adopt(self, correction: LanguageCorrection) -> None:
-        """Re-correct every indexed vector with ``correction`` and recompute every list in memory (no writes)."""
-        balance.adopt(self, correction)
-
     def refit_and_recompute(self, progress: Callable[[int, int], None] = lambda done, total: None) -> int:
         """The full recompute: fit the correction again (adopted past balance.REFIT_MOVEMENT), then every list written."""
         if self.refit(force=True) is not None:      # adopted: every list is already recomputed in memory
@@ -386,7 +385,7 @@ class SimilarLists:
     def write_all(self, progress: Callable[[int, int], None] = lambda done, total: None) -> int:
         """Write every list as it is in memory, a block at a time; records the correction the lists were made with."""
         with self.lock:
-            # Lists waiting for a flush first: at a drain's end they were held back for this write (process_queue).
+            # Lists waiting for a flush first (a full recompute may come due while a drain runs).
             ids = sorted(self.entries, key=lambda i: i not in self.dirty)
         total, done = len(ids), 0
         for start in range(0, total, self.block_size):

@@ -1,7 +1,7 @@
 """Bringing a process's similarity index in step with what other processes wrote.
 
 ``follow_changes`` (the worker's index sync, every few seconds) reads the jobs
-changed, embedded, deleted or marked for a refill since the last sync;
+changed, embedded or deleted since the last sync;
 ``reconcile`` is the backstop that reads every indexed job back, paced so it
 takes a small share of the time. Both act on a ``SimilarLists``.
 """
@@ -24,17 +24,15 @@ VECTOR_FIELDS = {"embedding.vector": 1, "embedding.textHash": 1, "embedding.lang
 
 
 def follow_changes(lists) -> None:
-    """Apply changes other processes made: embeddings, closes, text edits, deletions, refills."""
+    """Apply changes other processes made: embeddings, closes, text edits, deletions."""
     lists.follow_stored()
     since = (lists.synced_at or utcnow()) - SYNC_MARGIN
     mark = utcnow()
-    fields = {"status": 1, "embedding.status": 1, "embedding.model": 1, "embedding.recipe": 1, **VECTOR_FIELDS,
-              "similarityMetadata.refill": 1}
-    # Three indexed queries, not one $or: an $or is a collection scan when one branch lacks an index
+    fields = {"status": 1, "embedding.status": 1, "embedding.model": 1, "embedding.recipe": 1, **VECTOR_FIELDS}
+    # Two indexed queries, not one $or: an $or is a collection scan when one branch lacks an index
     # (MongoDB) or whenever the planner cannot union indexes (SecantusDB), every few seconds per worker.
     changed: dict = {}
-    for query in ({"updatedAt": {"$gte": since}}, {"embedding.generatedAt": {"$gte": since}},
-                  {"similarityMetadata.refill": True}):
+    for query in ({"updatedAt": {"$gte": since}}, {"embedding.generatedAt": {"$gte": since}}):
         for doc in lists.collection().find(query, fields):
             changed.setdefault(doc["_id"], doc)
     # Jobs that change capture saw another application close, reopen or spoil (their updatedAt may be untouched).
@@ -45,7 +43,7 @@ def follow_changes(lists) -> None:
             changed.setdefault(doc["_id"], doc)
     changed = list(changed.values())
     deleted = [d["_id"] for d in JobDeletion._get_collection().find({"at": {"$gte": since}}, {"_id": 1})]
-    embedded, removed, refill = [], [], []
+    embedded, removed = [], []
     with lists.lock:
         removed += [i for i in deleted if lists.index is not None and i in lists.index]
         for doc in changed:
@@ -62,15 +60,10 @@ def follow_changes(lists) -> None:
                 embedded.append((doc["_id"], vector_from_bson(emb["vector"]), emb.get("textHash"), language))
             elif not usable and lists.index is not None and doc["_id"] in lists.index:
                 removed.append(doc["_id"])
-            elif (doc.get("similarityMetadata") or {}).get("refill"):
-                refill.append(doc["_id"])
         if removed:
             lists.remove(removed)
         if embedded:
             lists.on_embedded(*(list(column) for column in zip(*embedded)), only_changed=True)
-        if refill:
-            lists.write(lists.recompute(refill) or [])
-            lists.collection().update_many({"_id": {"$in": refill}}, {"$unset": {"similarityMetadata.refill": ""}})
         lists.synced_at = mark
     if time.monotonic() - lists.last_reconcile > lists.reconcile_every:
         reconcile(lists)

@@ -13,7 +13,7 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import nullcontext
 from datetime import timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
@@ -39,13 +39,27 @@ CONFIG_ERROR_RETRY = timedelta(seconds=60)
 HALT_POLL_SECONDS = 0.2     # how often a batch waiting for the provider looks whether it must give up
 
 
-class WorkEntry(NamedTuple):
+class WorkEntry:
     """One job of a batch that needs embedding."""
-    item: dict          # its queue item, held by this worker
-    job: dict           # the job as stored, but its vector and lists (DECISION_FIELDS)
-    texts: list[str]    # the TEXTS_PER_JOB texts to embed, prepared for the provider
-    digest: str         # the hash of the job's text, stored with the vector
-    language: str       # its ``language`` field, else the language its text reads as
+    __slots__ = ("item", "job", "texts", "digest", "_language")
+
+    def __init__(self, item: dict, job: dict, texts: list[str], digest: str):
+        self.item = item        # its queue item, held by this worker
+        self.job = job          # the job as stored, but its vector and lists (DECISION_FIELDS)
+        self.texts = texts      # the TEXTS_PER_JOB texts to embed, prepared for the provider
+        self.digest = digest    # the hash of the job's text, stored with the vector
+        self._language: str | None = None
+
+    @property
+    def language(self) -> str:
+        """Its ``language`` field, else the language its text reads as (``detect``)."""
+        return self.detect()
+
+    def detect(self) -> str:
+        """Find the language once: the batch does it while the provider works on the job's call."""
+        if self._language is None:
+            self._language = job_language(self.job)[0]
+        return self._language
 
 
 class Counters:
@@ -122,8 +136,7 @@ class BatchProcessor:
                     and emb.get("model") == self.provider.model and recipe_of(emb) == RECIPE:
                 current.append(item)      # unchanged text, model and recipe: never embedded again
                 continue
-            to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest,
-                                      job_language(job)[0]))
+            to_embed.append(WorkEntry(item, job, [self.provider.prepare(t) for t in embedded_texts(job)], digest))
         if current:
             self._settle_current(current)
         if self.debug:
@@ -152,6 +165,9 @@ class BatchProcessor:
             while waiting and len(futures) < self.concurrency:
                 group = waiting.pop(0)
                 futures[self.calls.submit(self._call, _flat(group))] = group
+            # The languages of the jobs in flight, found while the provider works on them (not before the calls).
+            for entry in (entry for group in futures.values() for entry in group):
+                entry.detect()
             done, _ = wait(list(futures), timeout=HALT_POLL_SECONDS, return_when=FIRST_COMPLETED)
             for future in [*done, None]:
                 if self.halt.is_set():
@@ -280,7 +296,7 @@ class BatchProcessor:
 
     def _fail(self, group, error: str, retryable: bool) -> None:
         failed = []
-        for item, job, *_ in group:
+        for item, job in ((entry.item, entry.job) for entry in group):
             if queue.fail(item, self.worker_id, error, self.policy, retryable=retryable) == "failed":
                 failed.append(UpdateOne({"_id": job["_id"], "embedding": None}, {"$set": {"embedding": {}}}))
                 failed.append(UpdateOne({"_id": job["_id"]}, {"$set": {

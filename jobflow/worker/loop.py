@@ -228,15 +228,15 @@ class Worker:
             return done
         if drained and language.release():    # before the refit: its peak need not hold the model too
             log.debug("drain ended: language detector released")
-        if done and self.lists is not None and self.lists.refit_due():
-            # A drain just ended: fit the language correction now rather than at the next minute's check, so
-            # an import's lists are balanced as soon as it is embedded (same lease, same rule). Before the last
-            # flush: a fit that is adopted rewrites every list, the ones waiting for the flush first, and the
-            # flush then writes only what changed since (each list once, not twice).
-            self.recompute_if_due()
         if (self.unflushed or (self.lists is not None and self.lists.dirty)) and not self.giving_up():
             with self._busy:                        # the queue is empty, or the worker must wait
                 self.flush_lists()
+        if done and self.lists is not None and self.lists.refit_due() and not self.giving_up():
+            # A drain just ended: fit the language correction now rather than at the next minute's check, so
+            # an import's lists are balanced seconds after it is embedded (same lease, same rule). After the
+            # last flush: the drain's items are complete once their lists are written, not after a fit and a
+            # rewrite of every list (a fit that is adopted writes the last flush's lists a second time).
+            self.recompute_if_due()
         if drained:
             trim_memory()
         return done
