@@ -115,7 +115,8 @@ class SimilarLists:
                 self.hashes[doc["_id"]] = doc["embedding"].get("textHash")
                 stored_lists[doc["_id"]] = [(s["jobId"], float(s["score"])) for s in doc.get("similarJobs") or []
                                             if "jobId" in s and "score" in s]
-                refill += [doc["_id"]] if (doc.get("similarityMetadata") or {}).get("refill") else []
+                if (doc.get("similarityMetadata") or {}).get("refill"):
+                    refill.append(doc["_id"])
                 if len(ids) >= LOAD_CHUNK:
                     count += self._load_chunk(ids, vectors, languages)
                     ids, vectors, languages = [], [], []
@@ -313,7 +314,7 @@ class SimilarLists:
         return self.on_embedded(*(list(column) for column in zip(*found)), defer=defer)
 
     def sync(self) -> None:
-        """Apply changes other processes made: embeddings, closes, text edits, deletions, refills (``sync.py``)."""
+        """Apply changes other processes made (``sync.py``); write the lists kept through an upgrade once it is over."""
         sync.follow_changes(self)
         upgrade.settle(self)
 

@@ -296,7 +296,8 @@ class BatchProcessor:
 
     def _fail(self, group, error: str, retryable: bool) -> None:
         failed = []
-        for item, job in ((entry.item, entry.job) for entry in group):
+        for entry in group:
+            item, job = entry.item, entry.job
             if queue.fail(item, self.worker_id, error, self.policy, retryable=retryable) == "failed":
                 failed.append(UpdateOne({"_id": job["_id"], "embedding": None}, {"$set": {"embedding": {}}}))
                 failed.append(UpdateOne({"_id": job["_id"]}, {"$set": {
