@@ -216,17 +216,48 @@ def test_reconcile_takes_at_most_a_fiftieth_of_the_time(app, monkeypatch):
     monkeypatch.setattr(sync, "RECONCILE_EVERY", 0.0)
     insert_jobs(10, np.random.default_rng(10))
     lists = computed_lists()
-    still, runs = lists.still_qualifying, []
+    still, runs = sync.still_qualifying, []
 
-    def slow(ids):
+    def slow(lists, ids):
         runs.append(len(ids))
         time.sleep(0.04)
-        return still(ids)
-    lists.still_qualifying = slow
+        return still(lists, ids)
+    monkeypatch.setattr(sync, "still_qualifying", slow)
     lists.sync()
     assert runs == [10] and lists.reconcile_every >= 0.04 / sync.RECONCILE_SHARE
     lists.sync()                                                # right after: not again
     assert runs == [10]
+
+
+def test_reconcile_adds_jobs_the_sync_passed_by_and_reads_changed_vectors_again(app, monkeypatch):
+    """A vector stored by another process well after its stamp is outside the sync's look back (seconds): the
+    reconcile, looking back to its last run and a minute more, finds the job missing (or indexed with an older
+    text) and ranks it; the lists it enters are written."""
+    from datetime import timedelta
+
+    from jobflow.similarity import sync
+    monkeypatch.setattr(sync, "RECONCILE_PAGE", 7)
+    rng = np.random.default_rng(12)
+    vectors = insert_jobs(30, rng)
+    lists = computed_lists()
+    lists.sync()                                                # the first sync's reconcile: nothing to do
+    assert lists.reconcile() == 0
+    late = utcnow() - timedelta(seconds=30)                     # stamped half a minute before it landed
+    newcomer = insert_jobs(1, rng)
+    [(new_id, new_vector)] = newcomer.items()
+    changed = next(iter(vectors))
+    moved = rng.standard_normal(DIM).astype(np.float32)
+    coll = Job._get_collection()
+    coll.update_many({"_id": {"$in": [new_id, changed]}}, {"$set": {"updatedAt": late, "embedding.generatedAt": late}})
+    coll.update_one({"_id": changed}, {"$set": {"embedding.vector": vector_to_bson(moved), "embedding.textHash": "new"}})
+    lists.sync()                                                # looks a few seconds back: passes both by
+    assert new_id not in lists.index and lists.hashes[changed] != "new"
+    assert lists.reconcile() == 2
+    assert new_id in lists.index and lists.hashes[changed] == "new"
+    vectors.update({new_id: new_vector, changed: moved})
+    actual = stored_lists()
+    assert_matches(reference(vectors), {j: actual[j] for j in vectors})
+    assert lists.reconcile() == 0
 
 
 def test_endpoint_serves_the_list_without_closed_jobs(app, client):

@@ -237,3 +237,32 @@ def test_a_job_written_with_a_null_embedding_is_embedded(openai_settings, server
         worker.stop(timeout=5)
     for doc in Job._get_collection().find({"_id": {"$in": ids}}):
         assert doc["embedding"]["status"] == "completed" and len(vector_from_bson(doc["embedding"]["vector"])) > 0
+
+
+def test_a_list_changed_while_its_vector_write_is_on_the_way_is_written_again(openai_settings, server, monkeypatch):
+    """A job's own list goes out with its vector. If the index sync takes a closed job out of that list and
+    writes it before the vector's write lands, the older copy that lands last is replaced at the flush."""
+    from jobflow.db import commands
+    from jobflow.jobs import store
+
+    settings = openai_settings(SIMILARITY_MIN_SCORE=0.0, SIMILARITY_LANGUAGE_BALANCE=False)
+    add_jobs(simple_jobs(12))
+    worker = Worker(settings)
+    worker.start(scheduler=False)
+    assert worker.process_queue() == 12
+    [newcomer] = add_jobs(simple_jobs(1))
+    write_chunks, closed = commands.write_chunks, []
+
+    def sync_first(items, write):
+        sets = [getattr(op, "_doc", {}).get("$set", {}) for op in items]
+        if not closed and any("embedding" in s and "similarJobs" in s for s in sets):
+            closed.append(worker.lists.entries[newcomer][0][0])     # the newcomer's first neighbour closes
+            store.update_job(closed[0], {"status": "closed"})
+            worker.lists.sync()                                     # and is taken out of the list, written first
+            assert closed[0] not in [e["jobId"] for e in Job._get_collection().find_one({"_id": newcomer})["similarJobs"]]
+        return write_chunks(items, write)
+    monkeypatch.setattr(commands, "write_chunks", sync_first)
+    assert worker.process_queue() == 1
+    stored = [e["jobId"] for e in Job._get_collection().find_one({"_id": newcomer})["similarJobs"]]
+    assert closed and closed[0] not in stored
+    assert stored == [job_id for job_id, _ in worker.lists.entries[newcomer]]

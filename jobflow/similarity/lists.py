@@ -50,7 +50,7 @@ class SimilarLists:
         self.reverse: dict[ObjectId, set[ObjectId]] = defaultdict(set)
         self.hashes: dict[ObjectId, str] = {}
         self.lock = threading.RLock()
-        self.synced_at = None
+        self.synced_at = self.reconciled_at = None     # when the last sync and the last reconcile began
         self.last_reconcile = 0.0       # monotonic time of the last reconcile, and the pause before the next
         self.reconcile_every = sync.RECONCILE_EVERY
         # Language balance: vectors enter the index corrected; a job's language and its corrected vector's length
@@ -63,6 +63,7 @@ class SimilarLists:
         self.churn = 0                 # jobs added or removed since the correction in force was fitted
         self.dirty: set[ObjectId] = set()   # lists changed in memory, written at the next flush
         self.storing: set[ObjectId] = set()  # jobs whose vectors this process is storing (``store``)
+        self.taken: dict[ObjectId, list] = {}  # lists ``take`` gave to a vector write, as they were then
         # An upgrade (a new recipe or model) under way: stored lists of the old kind that the new index cannot yet
         # match in length are kept, and written once no active job of the old kind is left.
         self.held: set[ObjectId] = set()
@@ -125,7 +126,7 @@ class SimilarLists:
             for job_id, entries in stored_lists.items():
                 self._set_list(job_id, [e for e in entries if self.index is not None and e[0] in self.index])
             self.dirty.update(self.recompute(refill))       # written (and the flag with it) at the next flush
-            self.synced_at = started
+            self.synced_at = self.reconciled_at = started
         return count
 
     def _load_chunk(self, ids, vectors, languages) -> int:
@@ -213,10 +214,22 @@ class SimilarLists:
             if not ids or self.upgrading():
                 return {}
             self.dirty.difference_update(ids)
+            self.taken.update((i, self.entries.get(i)) for i in ids)
             return self._fields(ids)
+
+    def written(self, taken: dict[ObjectId, dict]) -> None:
+        """The lists ``take`` gave are stored: those changed in memory since (the index sync took a closed job out
+        of them and wrote them before this older copy landed) are dirty again, for the next flush."""
+        with self.lock:
+            for i in taken:
+                then = self.taken.pop(i, None)
+                if i in self.entries and self.entries[i] is not then:
+                    self.dirty.add(i)
 
     def give_back(self, taken: dict[ObjectId, dict]) -> None:
         with self.lock:
+            for i in taken:
+                self.taken.pop(i, None)
             self.dirty.update(i for i in taken if i in self.entries)
 
     # ----- changes --------------------------------------------------------------------------------
@@ -321,18 +334,6 @@ class SimilarLists:
     def reconcile(self) -> int:
         """Drop index rows whose job no longer exists or no longer qualifies (``sync.py``); how many."""
         return sync.reconcile(self)
-
-    def still_qualifying(self, ids: list) -> set:
-        """Which of ``ids`` still belong in the index, asked a page of ids at a time.
-
-        Short lookups by ``_id`` instead of one scan of every job: a database that serves reads one at
-        a time (SecantusDB) keeps answering the API between the pages.
-        """
-        live: set = set()
-        for start in range(0, len(ids), sync.RECONCILE_PAGE):
-            page = ids[start:start + sync.RECONCILE_PAGE]
-            live.update(d["_id"] for d in self.collection().find({"_id": {"$in": page}, **self.indexed_query()}, {"_id": 1}))
-        return live
 
     # ----- recompute all ------------------------------------------------------------------------------
     def recompute_all(self, progress: Callable[[int, int], None] = lambda done, total: None) -> int:

@@ -219,7 +219,6 @@ class BatchProcessor:
 
     def _store(self, group, result) -> None:
         """Write each valid vector with its own list, then the lists it entered, then complete its item (in that order)."""
-        now = utcnow()
         good, bad = [], []
         for n, entry in enumerate(group):
             pair = slice(n * TEXTS_PER_JOB, (n + 1) * TEXTS_PER_JOB)
@@ -239,6 +238,9 @@ class BatchProcessor:
                     self.lists.on_embedded(ids, [vector for _, vector, _ in good], [entry.digest for entry, _, _ in good],
                                            [entry.language for entry, _, _ in good], defer=True)
                     own = self.lists.take(ids)
+                # Stamped as late as it can be: other processes' index syncs find new vectors by this time, looking
+                # a few seconds back, so a write that lands long after its stamp could pass them by.
+                now = utcnow()
                 # The whole embedding at once: every field is written, and a writer's ``embedding: null`` takes it
                 # too (a field cannot be set inside null).
                 ops = [UpdateOne({"_id": entry.job["_id"]}, {"$set": {"embedding": {
@@ -253,6 +255,8 @@ class BatchProcessor:
                     if own:
                         self.lists.give_back(own)
                     raise
+                if own:
+                    self.lists.written(own)
             self.complete_after_flush([entry.item["_id"] for entry, _, _ in good])
             self._count(processed=len(good), tokens=sum(t for *_, t in good))
         for entry, error in bad:
