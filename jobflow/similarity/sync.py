@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from jobflow.db import commands
 from jobflow.embeddings import text
@@ -95,22 +95,32 @@ def still_qualifying(lists, ids: list) -> set:
     return live
 
 
-def passed_by(lists, since) -> list:
-    """Jobs written since ``since`` that belong in the index but are missing from it, or are indexed with
-    another text than the stored one (three indexed queries, without the vectors)."""
-    fields = {"status": 1, "embedding.status": 1, "embedding.model": 1, "embedding.recipe": 1, "embedding.textHash": 1}
+def passed_by(lists, since, until) -> list:
+    """Jobs written from ``since`` to ``until`` (stamped then, and not since) that belong in the index but are
+    missing from it, or are indexed with another text than the stored one (indexed queries, without vectors)."""
+    fields = {"status": 1, "updatedAt": 1, "embedding.status": 1, "embedding.model": 1, "embedding.recipe": 1,
+              "embedding.textHash": 1, "embedding.generatedAt": 1}
+    window = {"$gte": since, "$lt": until}
     seen: dict = {}
-    for query in ({"updatedAt": {"$gte": since}}, {"embedding.generatedAt": {"$gte": since}}):
+    for query in ({"updatedAt": window}, {"embedding.generatedAt": window}):
         for doc in lists.collection().find(query, fields):
             seen.setdefault(doc["_id"], doc)
-    noted = [d["_id"] for d in JobChange._get_collection().find({"at": {"$gte": since}}, {"_id": 1})
-             if d["_id"] not in seen]
+    notes = JobChange._get_collection()
+    noted = [d["_id"] for d in notes.find({"at": window}, {"_id": 1}) if d["_id"] not in seen]
     for chunk in commands.chunks(noted):
         for doc in lists.collection().find({"_id": {"$in": list(chunk)}}, fields):
             seen.setdefault(doc["_id"], doc)
+    # Written again since: the next sync reads it.
+    later = {d["_id"] for d in notes.find({"at": {"$gte": until}}, {"_id": 1})}
     with lists.lock:
-        return [i for i, doc in seen.items() if usable(lists, doc, vector=False) and i not in lists.storing and (
-            lists.index is None or i not in lists.index or lists.hashes.get(i) != doc["embedding"].get("textHash"))]
+        return [i for i, doc in seen.items() if usable(lists, doc, vector=False) and i not in lists.storing
+                and i not in later and all(not isinstance(t, datetime) or t < until for t in _stamps(doc))
+                and (lists.index is None or i not in lists.index
+                     or lists.hashes.get(i) != doc["embedding"].get("textHash"))]
+
+
+def _stamps(doc: dict) -> tuple:
+    return doc.get("updatedAt"), doc["embedding"].get("generatedAt")
 
 
 def reconcile(lists) -> int:
@@ -134,7 +144,8 @@ def reconcile(lists) -> int:
         stale = [i for i in ids if i not in live and i in lists.index and i not in lists.storing]
         if stale:
             lists.remove(stale)
-    added = _add(lists, passed_by(lists, since))
+    # Up to the sync's look-back: what was stamped later, the next sync reads anyway.
+    added = _add(lists, passed_by(lists, since, (lists.synced_at or mark) - SYNC_MARGIN))
     lists.reconciled_at = mark
     lists.reconcile_every = max(RECONCILE_EVERY, (time.monotonic() - started) / RECONCILE_SHARE)
     if stale or added:

@@ -202,6 +202,10 @@ class Board:
         wait_until("the closed and deleted jobs to leave every list", lambda: self.holding(gone) == 0,
                    timeout, every=2, processes=self.processes, seen=lambda: self.holding(gone))
 
+    def index_sizes(self) -> list:
+        """The similarity index size each running worker last reported."""
+        return sorted(d.get("indexSize", 0) for d in database(self.uri).workerstatuses.find({"state": {"$ne": "stopped"}}))
+
     def queue_items(self, ids) -> int:
         return len(self.docs(ids, {"_id": 1}, "jobqueues", "jobId"))
 
@@ -262,6 +266,12 @@ def test_every_write_of_another_application_reaches_the_queue_and_the_lists(boar
         {"_id": {"$in": oids(misfits)}}) == 20, 60, processes=board.processes)
     assert reported and board.jobs.count_documents({"_id": {"$in": oids(misfits)}, "embedding.vector": {
         "$exists": True}}) == 0
+    # Both workers rank against every embedded active job (the index size of the Workers page): none of the jobs
+    # another worker embedded again is missing from either.
+    embedded = board.jobs.count_documents({"status": "active", "embedding.status": "completed"})
+    wait_until("both workers' indexes to hold every embedded active job",
+               lambda: board.index_sizes() == [embedded, embedded], 240, every=2, processes=board.processes,
+               seen=lambda: f"{board.index_sizes()} of {embedded}")
     board.product.run(FLASK + ["create-admin", ADMIN[0]], extra_env={"JOBFLOW_ADMIN_PASSWORD": ADMIN[1]})
     admin = Browser(board.base)
     admin.sign_in(*ADMIN)
