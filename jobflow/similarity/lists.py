@@ -312,19 +312,19 @@ class SimilarLists:
             holders -= set(gone)
             return self.write(self.recompute(holders))
 
-    def ensure_listed(self, ids: Iterable[ObjectId], defer: bool = False) -> int:
-        """Jobs whose embedding is current (an item claimed again: requeued, or recovered from a worker that
-        stopped before its lists were written): their lists, and the lists they enter, computed again."""
-        ids = list(ids)
-        if not ids:
-            return 0
-        docs = list(self.collection().find({"_id": {"$in": ids}, **self.indexed_query()}, VECTOR_FIELDS))
-        found = [(d["_id"], vector_from_bson(d["embedding"]["vector"]), d["embedding"].get("textHash"),
-                  stored_language(d))
-                 for d in docs if d.get("embedding", {}).get("vector") is not None]
-        if not found:
-            return 0
-        return self.on_embedded(*(list(column) for column in zip(*found)), defer=defer)
+    def ensure_listed(self, ids: Iterable[ObjectId], defer: bool = False, only_changed: bool = False) -> int:
+        """Jobs whose embedding is current (an item claimed again, or a job the sync passed by), but those this
+        process is storing: read and ranked again with the lists they enter (``on_embedded``); how many."""
+        docs = [d for chunk in commands.chunks(list(ids))     # a long $in costs SecantusDB its square
+                for d in self.collection().find({"_id": {"$in": list(chunk)}, **self.indexed_query()}, VECTOR_FIELDS)]
+        vectors = [(d, vector_from_bson(d["embedding"].get("vector"))) for d in docs]
+        found = [(d["_id"], v, d["embedding"].get("textHash"), stored_language(d)) for d, v in vectors
+                 if v is not None and (not self.dimensions or v.shape[0] == self.dimensions)]
+        with self.lock:
+            found = [f for f in found if f[0] not in self.storing]
+            if found:
+                self.on_embedded(*(list(column) for column in zip(*found)), only_changed=only_changed, defer=defer)
+        return len(found)
 
     def sync(self) -> None:
         """Apply changes other processes made (``sync.py``); write the lists kept through an upgrade once it is over."""
@@ -332,7 +332,7 @@ class SimilarLists:
         upgrade.settle(self)
 
     def reconcile(self) -> int:
-        """Drop index rows whose job no longer exists or no longer qualifies (``sync.py``); how many."""
+        """Drop index rows that no longer qualify, rank jobs the sync passed by (``sync.py``); how many."""
         return sync.reconcile(self)
 
     # ----- recompute all ------------------------------------------------------------------------------

@@ -114,13 +114,10 @@ def passed_by(lists, since, until) -> list:
     later = {d["_id"] for d in notes.find({"at": {"$gte": until}}, {"_id": 1})}
     with lists.lock:
         return [i for i, doc in seen.items() if usable(lists, doc, vector=False) and i not in lists.storing
-                and i not in later and all(not isinstance(t, datetime) or t < until for t in _stamps(doc))
+                and i not in later and all(not isinstance(t, datetime) or t < until
+                                           for t in (doc.get("updatedAt"), doc["embedding"].get("generatedAt")))
                 and (lists.index is None or i not in lists.index
                      or lists.hashes.get(i) != doc["embedding"].get("textHash"))]
-
-
-def _stamps(doc: dict) -> tuple:
-    return doc.get("updatedAt"), doc["embedding"].get("generatedAt")
 
 
 def reconcile(lists) -> int:
@@ -145,7 +142,7 @@ def reconcile(lists) -> int:
         if stale:
             lists.remove(stale)
     # Up to the sync's look-back: what was stamped later, the next sync reads anyway.
-    added = _add(lists, passed_by(lists, since, (lists.synced_at or mark) - SYNC_MARGIN))
+    added = lists.ensure_listed(passed_by(lists, since, (lists.synced_at or mark) - SYNC_MARGIN), only_changed=True)
     lists.reconciled_at = mark
     lists.reconcile_every = max(RECONCILE_EVERY, (time.monotonic() - started) / RECONCILE_SHARE)
     if stale or added:
@@ -153,17 +150,3 @@ def reconcile(lists) -> int:
                  "(their changes had passed the index sync by)", len(stale), added)
     return len(stale) + added
 
-
-def _add(lists, ids: list) -> int:
-    """Read these jobs' vectors and rank them (only the lists that differ from the stored ones are written)."""
-    found = []
-    for chunk in commands.chunks(ids):
-        for doc in lists.collection().find({"_id": {"$in": list(chunk)}, **lists.indexed_query()}, VECTOR_FIELDS):
-            vector = vector_from_bson(doc["embedding"].get("vector"))
-            if vector is not None and (not lists.dimensions or vector.shape[0] == lists.dimensions):
-                found.append((doc["_id"], vector, doc["embedding"].get("textHash"), stored_language(doc)))
-    with lists.lock:
-        found = [f for f in found if f[0] not in lists.storing]
-        if found:
-            lists.on_embedded(*(list(column) for column in zip(*found)), only_changed=True)
-    return len(found)
